@@ -1,0 +1,39 @@
+"""rootfs: disposable writable container roots from one read-only prototype.
+
+    from rootfs_core import RootFS
+    rfs = RootFS("/var/lib/rootfs")
+    root = rfs.generate("/srv/prototypes/debian")
+    ...
+    rfs.remove(root)
+
+Names are imported lazily so that ``import rootfs_core`` (and the CLI's
+start-up) costs nothing until they are used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rootfs_core.core import BackendStatus, Instance, RootFS
+    from rootfs_core.errors import ErrorId, ImplErrorId, RootFSError
+
+__all__ = ["BackendStatus", "ErrorId", "ImplErrorId", "Instance", "RootFS", "RootFSError"]
+
+_WHERE = {
+    "RootFS": "rootfs_core.core",
+    "Instance": "rootfs_core.core",
+    "BackendStatus": "rootfs_core.core",
+    "ErrorId": "rootfs_core.errors",
+    "ImplErrorId": "rootfs_core.errors",
+    "RootFSError": "rootfs_core.errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rootfs_core' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,174 @@
+"""The primitives a backend builds an instance with.
+
+Every primitive that changes the host first appends a ``Step`` to the
+instance's journal (written to disk), then acts. So whatever fails, and even
+if the process is killed between the two, the journal names everything that
+may exist, and ``teardown.undo`` can take it back. Backends stay a short mount
+plan; all the care lives here, once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import NoReturn
+
+from rootfs_core import paths
+from rootfs_core.errors import ErrorId, RootFSError
+from rootfs_core.store import Record, Step
+from rootfs_core.syscalls import MS_BIND, MS_RDONLY, MS_REMOUNT, Syscalls
+
+log = logging.getLogger("rootfs")
+
+
+class BuildContext:
+    """One instance under construction (or a throw-away probe instance).
+
+    Attributes a backend reads: ``id``, ``prototype`` (real path of the
+    prototype directory), ``root`` (the directory to mount the result on,
+    already created), ``instance_dir`` (the instance's own directory, where its
+    writable parts go), ``options`` (validated against the backend's
+    ``BackendInfo.options``) and ``syscalls``.
+    """
+
+    def __init__(self, record: Record, syscalls: Syscalls, save: Callable[[], None]) -> None:
+        self.id = record.id
+        self.prototype = record.prototype
+        self.root = record.root
+        self.instance_dir = os.path.dirname(record.root)
+        self.options = record.options
+        self.syscalls = syscalls
+        self._steps = record.steps
+        self._save = save
+
+    # paths -------------------------------------------------------------
+    def path(self, relative: str) -> str:
+        """Absolute path of ``relative`` inside the instance directory."""
+        if relative.startswith("/") or ".." in relative.split("/"):
+            raise ValueError(f"not a relative path inside the instance: {relative!r}")
+        return os.path.join(self.instance_dir, relative)
+
+    def resolve_in_root(self, relative: str, *, error: ErrorId = ErrorId.ErrRootSubdirMissing) -> str:
+        """Where ``relative`` really is inside the mounted root, following the
+        prototype's symlinks as the container would (never out of the root).
+
+        Raises ``RootFSError(error)`` if it does not exist or is not a directory.
+        """
+        try:
+            target = paths.resolve_in_root(self.root, relative)
+        except OSError as exc:
+            raise RootFSError(error, f"{relative!r} is not usable in the root", cause=exc) from exc
+        if not os.path.isdir(target):
+            raise RootFSError(error, f"{relative!r} is not a directory in the prototype")
+        return target
+
+    # primitives --------------------------------------------------------
+    def mkdir(self, relative: str, mode: int = 0o755, *, error: ErrorId = ErrorId.ErrCreateTempDir) -> str:
+        """Create an empty directory of the instance; removed with rmdir, so it
+        must be empty again (or a mount point no longer) by then."""
+        return self._make_dir(self.path(relative), mode, "dir", error)
+
+    def scratch_dir(
+        self, relative: str, mode: int = 0o755, *, error: ErrorId = ErrorId.ErrCreateTempDir
+    ) -> str:
+        """Create a directory whose contents are disposable (an upper layer, a
+        writable copy): removed with everything in it, but never across a
+        mount. The backend may write files into it directly."""
+        return self._make_dir(self.path(relative), mode, "tree", error)
+
+    def copy_dir(self, source: str, relative: str, *, error: ErrorId = ErrorId.ErrOverlayDir) -> str:
+        """A faithful writable copy of directory ``source`` (device nodes
+        recreated, owners, modes, times, links and xattrs kept)."""
+        target = self.scratch_dir(relative, error=error)
+        log.info("copy %s -> %s", source, target)
+        try:
+            self.syscalls.copy_tree(source, target)
+        except OSError as exc:
+            raise RootFSError(error, f"cannot copy {source} to {target}", cause=exc) from exc
+        return target
+
+    def mount(
+        self,
+        source: str,
+        target: str,
+        fstype: str,
+        *,
+        flags: int = 0,
+        data: str = "",
+        error: ErrorId | None = None,
+    ) -> None:
+        """mount(2) onto ``target``, which must lie inside the instance and
+        contain no symlink (use ``resolve_in_root`` for paths in the root)."""
+        is_root = os.path.normpath(target) == self.root
+        if error is None:
+            error = ErrorId.ErrBindMountRoot if is_root else ErrorId.ErrBindMountSubdir
+        if not paths.is_within(target, self.instance_dir):
+            raise RootFSError(ErrorId.ErrPathEscapesRoot, f"mount target {target} is outside the instance")
+        if not paths.has_no_symlink(target):
+            raise RootFSError(ErrorId.ErrPathEscapesRoot, f"mount target {target} goes through a symlink")
+        undo = ErrorId.ErrUnmountRoot if is_root else ErrorId.ErrUnmountSubdir
+        self._journal(Step("mount", os.path.normpath(target), undo.name))
+        log.info("mount -t %s %s %s (flags %#x, %s)", fstype or "none", source, target, flags, data)
+        try:
+            self.syscalls.mount(source, target, fstype, flags, data)
+        except OSError as exc:
+            raise RootFSError(error, f"cannot mount {source} on {target}", cause=exc) from exc
+
+    def bind(self, source: str, target: str, *, readonly: bool = False, error: ErrorId | None = None) -> None:
+        """Bind-mount ``source`` on ``target`` (not recursively), read-only if asked."""
+        self.mount(source, target, "", flags=MS_BIND, error=error)
+        if readonly:
+            log.info("remount read-only %s", target)
+            try:
+                self.syscalls.mount("", target, "", MS_REMOUNT | MS_BIND | MS_RDONLY, "")
+            except OSError as exc:
+                raise RootFSError(
+                    error or ErrorId.ErrBindMountRoot, f"cannot make {target} read-only", cause=exc
+                ) from exc
+
+    def fail(self, error: ErrorId, message: str) -> NoReturn:
+        """Give up with an error id; the core undoes what was done."""
+        raise RootFSError(error, message)
+
+    def make_instance_dirs(self) -> None:
+        """Create the instance directory and the empty root (called by the core
+        before the backend's hook, so they are journaled like any other step)."""
+        self._make_dir(self.instance_dir, 0o755, "dir", ErrorId.ErrCreateTempDir)
+        self._make_dir(self.root, 0o755, "dir", ErrorId.ErrCreateMountDir)
+
+    # internals ---------------------------------------------------------
+    def _journal(self, step: Step) -> None:
+        self._steps.append(step)
+        self._save()
+
+    def _make_dir(self, path: str, mode: int, op: str, error: ErrorId) -> str:
+        step = Step(op, path, ErrorId.ErrRemoveMountDir.name)
+        self._journal(step)
+        log.info("mkdir %s", path)
+        try:
+            self.syscalls.mkdir(path, mode)
+        except FileExistsError as exc:
+            # Not ours: make sure no undo ever deletes it.
+            self._steps.remove(step)
+            self._save()
+            raise RootFSError(error, f"{path} already exists", cause=exc) from exc
+        except OSError as exc:
+            raise RootFSError(error, f"cannot create {path}", cause=exc) from exc
+        try:
+            self.syscalls.chmod(path, mode)
+        except OSError as exc:
+            raise RootFSError(error, f"cannot set the mode of {path}", cause=exc) from exc
+        return path
+
+
+class RemoveContext:
+    """What a backend's optional ``rootfs_remove`` hook sees of an instance."""
+
+    def __init__(self, record: Record, syscalls: Syscalls) -> None:
+        self.id = record.id
+        self.prototype = record.prototype
+        self.root = record.root
+        self.instance_dir = os.path.dirname(record.root)
+        self.options = record.options
+        self.syscalls = syscalls

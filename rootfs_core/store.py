@@ -1,0 +1,222 @@
+"""Instance records, and the marker that says an instance is not finished.
+
+Layout under the read-write base directory::
+
+    .rootfs/records/<id>.json    what the instance is and every step taken for it
+    .rootfs/incomplete/<id>      exists while the instance is being made or
+                                 removed; whoever works on it holds flock on it
+    <id>/root                    the root itself (the other dirs of <id>/ are
+                                 the backend's)
+
+The record's step list is written *before* each step is taken, so it is at
+once the journal of a generate, the undo log of a failure and the plan of a
+remove: one structure, read three ways. The marker is separate from the record
+so that the sweep for crashed instances lists one small directory instead of
+every record, and its flock tells a crashed owner from a live one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import fcntl
+import json
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+from rootfs_core.errors import ErrorId, RootFSError
+
+STATE_DIR = ".rootfs"
+ROOT_NAME = "root"
+_ID = re.compile(r"^[0-9a-f]{12}$")
+
+
+@dataclasses.dataclass
+class Step:
+    """One change made for an instance, and how to take it back.
+
+    ``op`` is ``dir`` (undo: rmdir), ``tree`` (undo: delete the tree, never
+    across a mount) or ``mount`` (undo: unmount and confirm). ``undo_error``
+    names the error id reported if undoing it fails.
+    """
+
+    op: str
+    path: str
+    undo_error: str
+
+
+@dataclasses.dataclass
+class Record:
+    """Everything needed to remove an instance, even by another process."""
+
+    id: str
+    backend: str
+    prototype: str
+    root: str
+    created: float
+    options: dict[str, str]
+    steps: list[Step] = dataclasses.field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Record:
+        steps = [Step(**s) for s in data.pop("steps")]
+        return cls(steps=steps, **data)
+
+
+def is_instance_id(text: str) -> bool:
+    return bool(_ID.match(text))
+
+
+class Claim:
+    """An exclusive hold on one instance, marking it incomplete while held.
+
+    Releasing without ``finish`` leaves the marker: the instance stays
+    incomplete, which is right when the work failed half-way.
+    """
+
+    def __init__(self, path: str, fd: int) -> None:
+        self._path = path
+        self._fd = fd
+
+    def finish(self) -> None:
+        """The work is complete: drop the marker (while still holding it)."""
+        try:
+            os.unlink(self._path)
+        except FileNotFoundError:
+            pass
+
+    def release(self) -> None:
+        os.close(self._fd)
+
+    def __enter__(self) -> Claim:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class Store:
+    """Records and markers of one base directory."""
+
+    def __init__(self, base_dir: str) -> None:
+        self.base_dir = base_dir
+        self.state_dir = os.path.join(base_dir, STATE_DIR)
+        self.records_dir = os.path.join(self.state_dir, "records")
+        self.incomplete_dir = os.path.join(self.state_dir, "incomplete")
+        for path in (self.state_dir, self.records_dir, self.incomplete_dir):
+            try:
+                os.mkdir(path, 0o700)
+            except FileExistsError:
+                pass
+
+    # paths -------------------------------------------------------------
+    def instance_dir(self, instance_id: str) -> str:
+        return os.path.join(self.base_dir, instance_id)
+
+    def root_of(self, instance_id: str) -> str:
+        return os.path.join(self.base_dir, instance_id, ROOT_NAME)
+
+    def id_of_root(self, root: str) -> str | None:
+        """The id if ``root`` has the shape of a root of this base dir, else None.
+
+        Purely by name: no scan of records or of the mount table.
+        """
+        path = os.path.normpath(os.path.abspath(root))
+        parent, leaf = os.path.split(path)
+        base, instance_id = os.path.split(parent)
+        if leaf == ROOT_NAME and base == self.base_dir and is_instance_id(instance_id):
+            return instance_id
+        return None
+
+    # records -----------------------------------------------------------
+    def new_id(self) -> str:
+        while True:
+            candidate = secrets.token_hex(6)
+            if not os.path.lexists(self.instance_dir(candidate)):
+                return candidate
+
+    def _record_path(self, instance_id: str) -> str:
+        return os.path.join(self.records_dir, instance_id + ".json")
+
+    def write(self, record: Record) -> None:
+        path = self._record_path(record.id)
+        tmp = path + ".tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump(record.to_json(), fh)
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise RootFSError(ErrorId.ErrRecord, f"cannot write record {path}", cause=exc) from exc
+
+    def read(self, instance_id: str) -> Record | None:
+        path = self._record_path(instance_id)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return Record.from_json(json.load(fh))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise RootFSError(ErrorId.ErrRecord, f"cannot read record {path}", cause=exc) from exc
+
+    def delete(self, instance_id: str) -> None:
+        try:
+            os.unlink(self._record_path(instance_id))
+        except FileNotFoundError:
+            pass
+
+    def ids(self) -> list[str]:
+        return sorted(
+            name[:-5]
+            for name in os.listdir(self.records_dir)
+            if name.endswith(".json") and is_instance_id(name[:-5])
+        )
+
+    # markers -----------------------------------------------------------
+    def incomplete_ids(self) -> Iterator[str]:
+        with os.scandir(self.incomplete_dir) as entries:
+            for entry in entries:
+                if is_instance_id(entry.name):
+                    yield entry.name
+
+    def is_incomplete(self, instance_id: str) -> bool:
+        return os.path.exists(os.path.join(self.incomplete_dir, instance_id))
+
+    def claim(self, instance_id: str) -> Claim:
+        """Mark the instance incomplete and hold it exclusively, waiting for
+        any other holder."""
+        claim = self._lock_marker(instance_id, create=True, wait=True)
+        assert claim is not None
+        return claim
+
+    def claim_abandoned(self, instance_id: str) -> Claim | None:
+        """Hold an incomplete instance whose owner is gone, or return None if a
+        live process holds it or it is no longer incomplete."""
+        return self._lock_marker(instance_id, create=False, wait=False)
+
+    def _lock_marker(self, instance_id: str, *, create: bool, wait: bool) -> Claim | None:
+        path = os.path.join(self.incomplete_dir, instance_id)
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0), 0o600)
+            except FileNotFoundError:
+                return None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    return None
+                raise
+            # The previous holder may have finished (and unlinked the marker)
+            # while we waited: then our lock is on a dead inode; start again.
+            if os.fstat(fd).st_nlink > 0:
+                return Claim(path, fd)
+            os.close(fd)
+            if not create:
+                return None
