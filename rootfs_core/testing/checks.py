@@ -1,0 +1,67 @@
+"""What the tests compare: the mount table, and a prototype's exact state."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+
+
+def mount_points() -> list[str]:
+    """Every mount point of this mount namespace (decoded octal escapes)."""
+    points = []
+    with open("/proc/self/mountinfo", "rb") as fh:
+        for line in fh:
+            raw = line.split(b" ")[4]
+            points.append(os.fsdecode(_unescape(raw)))
+    return points
+
+
+def mounts_below(path: str) -> list[str]:
+    """Mount points at or below ``path``."""
+    prefix = path.rstrip("/") + "/"
+    return [p for p in mount_points() if p == path or p.startswith(prefix)]
+
+
+def _unescape(raw: bytes) -> bytes:
+    out = bytearray()
+    i = 0
+    while i < len(raw):
+        if raw[i] == 0x5C and len(raw[i + 1 : i + 4]) == 3 and raw[i + 1 : i + 4].isdigit():
+            out.append(int(raw[i + 1 : i + 4], 8))
+            i += 4
+        else:
+            out.append(raw[i])
+            i += 1
+    return bytes(out)
+
+
+def tree_checksum(path: str) -> str:
+    """A digest of everything a prototype is: names, types, modes, owners,
+    sizes, mtimes, file contents, symlink targets, device numbers, xattrs.
+    Device nodes and fifos are never opened."""
+    digest = hashlib.sha256()
+    top = os.fsencode(path)
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
+        dirnames.sort()
+        for name in [b".", *sorted(dirnames), *sorted(filenames)]:
+            full = os.path.join(dirpath, name) if name != b"." else dirpath
+            st = os.lstat(full)
+            rel = os.path.relpath(full, top)
+            digest.update(rel + b"\0")
+            digest.update(
+                f"{st.st_mode:o} {st.st_uid} {st.st_gid} {st.st_size} {st.st_mtime_ns} {st.st_rdev}".encode()
+            )
+            if stat.S_ISLNK(st.st_mode):
+                digest.update(os.readlink(full))
+            elif stat.S_ISREG(st.st_mode):
+                with open(full, "rb") as fh:
+                    for chunk in iter(lambda: fh.read(1 << 20), b""):
+                        digest.update(chunk)
+            if not stat.S_ISLNK(st.st_mode):
+                try:
+                    for key in sorted(os.listxattr(full, follow_symlinks=False)):
+                        digest.update(key.encode() + os.getxattr(full, key, follow_symlinks=False))
+                except OSError:
+                    pass
+    return digest.hexdigest()

@@ -1,0 +1,104 @@
+"""Syscalls that fail on purpose, or that only pretend to mount.
+
+``FaultySyscalls`` wraps a real implementation, records every call, and makes
+the N-th state-changing call fail: run an operation once to count its calls,
+then once per call with that one failing, and check nothing is left each time.
+``FakeMounts`` keeps directories real but pretends mount(2) and umount2(2)
+succeed, answering ``is_mountpoint`` from its own table: for a filesystem this
+kernel lacks (aufs), it shows the exact calls a backend makes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+
+from rootfs_core.syscalls import LinuxSyscalls, Syscalls
+
+CHANGING = ("mkdir", "rmdir", "chmod", "mount", "umount", "copy_tree", "remove_tree")
+
+
+@dataclasses.dataclass(frozen=True)
+class Call:
+    name: str
+    args: tuple[object, ...]
+
+
+class FaultySyscalls:
+    """Delegates to ``inner``; the ``fail_on``-th changing call (1-based)
+    raises ``OSError(error)`` instead. ``calls`` lists the changing calls made."""
+
+    def __init__(self, inner: Syscalls | None = None, fail_on: int | None = None, error: int = errno.EIO) -> None:
+        self.inner = inner if inner is not None else LinuxSyscalls()
+        self.fail_on = fail_on
+        self.error = error
+        self.calls: list[Call] = []
+
+    def _call(self, name: str, *args: object) -> None:
+        self.calls.append(Call(name, args))
+        if self.fail_on is not None and len(self.calls) == self.fail_on:
+            raise OSError(self.error, f"injected failure of call {self.fail_on} ({name})")
+
+    def mkdir(self, path: str, mode: int) -> None:
+        self._call("mkdir", path, mode)
+        self.inner.mkdir(path, mode)
+
+    def rmdir(self, path: str) -> None:
+        self._call("rmdir", path)
+        self.inner.rmdir(path)
+
+    def chmod(self, path: str, mode: int) -> None:
+        self._call("chmod", path, mode)
+        self.inner.chmod(path, mode)
+
+    def mount(self, source: str, target: str, fstype: str, flags: int, data: str) -> None:
+        self._call("mount", source, target, fstype, flags, data)
+        self.inner.mount(source, target, fstype, flags, data)
+
+    def umount(self, target: str, flags: int) -> None:
+        self._call("umount", target, flags)
+        self.inner.umount(target, flags)
+
+    def copy_tree(self, source: str, target: str) -> None:
+        self._call("copy_tree", source, target)
+        self.inner.copy_tree(source, target)
+
+    def remove_tree(self, path: str) -> None:
+        self._call("remove_tree", path)
+        self.inner.remove_tree(path)
+
+    def is_mountpoint(self, path: str) -> bool:
+        return self.inner.is_mountpoint(path)
+
+
+class FakeMounts(LinuxSyscalls):
+    """Real directories and copies; mounts only recorded, never made."""
+
+    def __init__(self) -> None:
+        self.mounted: list[str] = []  # targets, in mount order
+        self.mount_calls: list[tuple[str, str, str, int, str]] = []
+        self.umount_calls: list[str] = []
+
+    def mount(self, source: str, target: str, fstype: str, flags: int, data: str) -> None:
+        if not os.path.isdir(target):
+            raise OSError(errno.ENOENT, "mount target missing", target)
+        self.mount_calls.append((source, target, fstype, flags, data))
+        target = os.path.normpath(target)
+        if target not in self.mounted:
+            self.mounted.append(target)
+
+    def umount(self, target: str, flags: int) -> None:
+        target = os.path.normpath(target)
+        self.umount_calls.append(target)
+        if target not in self.mounted:
+            raise OSError(errno.EINVAL, "not mounted", target)
+        self.mounted.remove(target)
+
+    def is_mountpoint(self, path: str) -> bool:
+        return os.path.normpath(path) in self.mounted or super().is_mountpoint(path)
+
+    def rmdir(self, path: str) -> None:
+        if os.path.normpath(path) in self.mounted:
+            raise OSError(errno.EBUSY, "mount point busy", path)
+        super().rmdir(path)

@@ -1,0 +1,113 @@
+"""pytest fixtures for anything that mounts (loaded through the ``pytest11``
+entry point of rootfs-core, so every backend's tests have them).
+
+``leak_guard`` fails a test that leaves a new mount anywhere; ``base_dir``
+fails one that leaves a record, a marker, an instance directory or a mount
+in it; ``prototype`` fails one that changed the prototype by a single bit.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+from rootfs_core.sample import build_sample, find_busybox
+from rootfs_core.syscalls import UMOUNT_NOFOLLOW, LinuxSyscalls
+from rootfs_core.testing.checks import mount_points, mounts_below, tree_checksum
+from rootfs_core.testing.prototypes import make_tiny_prototype
+
+SCRATCH = "/tmp/rootfs-tests"
+
+
+@pytest.fixture
+def leak_guard() -> Iterator[None]:
+    """Fail the test if it leaves a mount that was not there before it.
+
+    Leaked mounts are unmounted (deepest first) so one leak does not poison
+    the rest of the run; the test still fails.
+    """
+    before = set(mount_points())
+    yield
+    leaked = [p for p in mount_points() if p not in before]
+    for point in sorted(leaked, key=len, reverse=True):
+        try:
+            LinuxSyscalls().umount(point, UMOUNT_NOFOLLOW)
+        except OSError:
+            pass
+    assert not leaked, f"test leaked mounts: {leaked}"
+
+
+def scratch_dir(prefix: str) -> str:
+    os.makedirs(SCRATCH, exist_ok=True)
+    return tempfile.mkdtemp(prefix=prefix, dir=SCRATCH)
+
+
+def assert_base_dir_clean(base: str) -> None:
+    """Nothing of any instance is left in ``base``."""
+    assert mounts_below(base) == [], f"mounts left in {base}: {mounts_below(base)}"
+    leftovers = sorted(set(os.listdir(base)) - {".rootfs"})
+    assert leftovers == [], f"instance directories left in {base}: {leftovers}"
+    state = os.path.join(base, ".rootfs")
+    if os.path.isdir(state):
+        for sub in ("records", "incomplete"):
+            left = os.listdir(os.path.join(state, sub)) if os.path.isdir(os.path.join(state, sub)) else []
+            assert left == [], f"{sub} left in {base}: {left}"
+
+
+def remove_scratch(path: str) -> None:
+    """Delete a test's scratch directory, but never through a mount."""
+    if os.path.isdir(path) and not mounts_below(path):
+        LinuxSyscalls().remove_tree(path)
+
+
+@pytest.fixture
+def base_dir(leak_guard: None) -> Iterator[str]:
+    """An empty read-write base directory; must be clean again at teardown."""
+    base = scratch_dir("base-")
+    yield base
+    try:
+        assert_base_dir_clean(base)
+    finally:
+        remove_scratch(base)
+
+
+@pytest.fixture
+def prototype() -> Iterator[str]:
+    """A tiny prototype with every kind of file; must be unchanged at teardown."""
+    holder = scratch_dir("proto-")
+    path = make_tiny_prototype(os.path.join(holder, "prototype"))
+    before = tree_checksum(path)
+    yield path
+    try:
+        assert tree_checksum(path) == before, "the prototype was modified"
+    finally:
+        remove_scratch(holder)
+
+
+@pytest.fixture(autouse=True)
+def _no_probe_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests probe for real every time: a verdict cached by another run (or
+    another test's fake syscalls) must not decide the outcome."""
+    monkeypatch.setenv("ROOTFS_PROBE_CACHE", "")
+
+
+@pytest.fixture(scope="session")
+def _busybox_tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if find_busybox() is None:
+        pytest.skip("busybox-static is not installed (apt-get install busybox-static)")
+    holder = scratch_dir("busybox-")
+    path = os.path.join(holder, "prototype")
+    build_sample(path)
+    yield path
+    remove_scratch(holder)
+
+
+@pytest.fixture
+def busybox_prototype(_busybox_tree: str) -> Iterator[str]:
+    """A busybox prototype (built once per session); must be unchanged at teardown."""
+    before = tree_checksum(_busybox_tree)
+    yield _busybox_tree
+    assert tree_checksum(_busybox_tree) == before, "the busybox prototype was modified"
