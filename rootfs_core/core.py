@@ -129,26 +129,26 @@ class RootFS:
         finally:
             self.remove(root)
 
+    def instance(self, root_or_id: str | os.PathLike[str]) -> Instance | None:
+        """The instance of that root or id, or None if there is none."""
+        instance_id = self._instance_id(os.fspath(root_or_id))
+        record = self._store.read(instance_id)
+        return None if record is None else self._describe(record)
+
     def instances(self) -> list[Instance]:
         """Every instance with a record, oldest first."""
         found = []
         for instance_id in self._store.ids():
             record = self._store.read(instance_id)
-            if record is None:  # removed meanwhile
-                continue
-            state = "incomplete" if self._store.is_incomplete(instance_id) else "ready"
-            found.append(
-                Instance(
-                    record.id,
-                    record.root,
-                    record.backend,
-                    record.prototype,
-                    state,
-                    record.created,
-                    dict(record.options),
-                )
-            )
+            if record is not None:  # else removed meanwhile
+                found.append(self._describe(record))
         return sorted(found, key=lambda i: (i.created, i.id))
+
+    def _describe(self, record: Record) -> Instance:
+        state = "incomplete" if self._store.is_incomplete(record.id) else "ready"
+        return Instance(
+            record.id, record.root, record.backend, record.prototype, state, record.created, dict(record.options)
+        )
 
     def gc(self, *, dry_run: bool = False) -> list[str]:
         """Take apart incomplete instances whose process died; return their ids.
@@ -273,13 +273,17 @@ class RootFS:
                 ctx.make_instance_dirs()
                 yield ctx
             except BaseException as exc:
-                error = _as_rootfs_error(exc, name)
+                # An interrupt is undone like an error, then goes on as an interrupt.
+                error = _as_rootfs_error(exc, name) if isinstance(exc, Exception) else None
                 try:
                     self._take_apart(record, claim, was_ready=False)
                     claim.finish()
                 except RootFSError as cleanup:
-                    error.cleanup_errors.append(cleanup)
-                if error is exc:
+                    if error is None:
+                        log.error("could not undo the interrupted generate: %s (run `rootfs gc`)", cleanup)
+                    else:
+                        error.cleanup_errors.append(cleanup)
+                if error is None or error is exc:
                     raise
                 raise error from exc
             if not keep:
@@ -302,7 +306,7 @@ class RootFS:
             self._store.write(record)
             if was_ready and len(record.steps) == steps_before:
                 claim.finish()
-            if isinstance(exc, RootFSError):
+            if isinstance(exc, RootFSError) or not isinstance(exc, Exception):
                 raise
             raise _as_rootfs_error(exc, record.backend) from exc
         self._store.delete(record.id)
@@ -366,12 +370,12 @@ class RootFS:
         return instance_id
 
 
-def _as_rootfs_error(exc: BaseException, backend: str) -> RootFSError:
+def _as_rootfs_error(exc: Exception, backend: str) -> RootFSError:
+    """Any exception of a backend as a ``RootFSError`` (a bug in it, or in
+    what it called, is still reported with an id)."""
     if isinstance(exc, RootFSError):
         return exc
-    if isinstance(exc, Exception):
-        return RootFSError(ErrorId.ErrBackendFailed, f"backend {backend!r} raised {exc!r}", cause=exc)
-    return RootFSError(ErrorId.ErrBackendFailed, f"interrupted ({type(exc).__name__})", cause=exc)
+    return RootFSError(ErrorId.ErrBackendFailed, f"backend {backend!r} raised {exc!r}", cause=exc)
 
 
 def _check_base_dir(path: str) -> str:

@@ -115,3 +115,16 @@ class Registry:
             caller = self._pm.subset_hook_caller(hook, remove_plugins=others)
             self._callers[key] = caller
         return caller(**kwargs)
+
+
+def distribution_of(target: str) -> str | None:
+    """The installed distribution that provides an entry point's module.
+
+    Scans installed metadata (tens of milliseconds), so only ``rootfs
+    backends`` asks.
+    """
+    from importlib.metadata import packages_distributions
+
+    top = target.split(":", 1)[0].split(".", 1)[0]
+    names = packages_distributions().get(top)
+    return names[0] if names else None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
+from collections.abc import Collection
 
 from rootfs_core.syscalls import LinuxSyscalls, Syscalls
 
@@ -26,19 +27,22 @@ class Call:
 
 
 class FaultySyscalls:
-    """Delegates to ``inner``; the ``fail_on``-th changing call (1-based)
-    raises ``OSError(error)`` instead. ``calls`` lists the changing calls made."""
+    """Delegates to ``inner``; the changing calls whose 1-based numbers are in
+    ``fail_on`` raise ``OSError(error)`` instead. ``calls`` lists the changing
+    calls made; clear it (after a probe, say) to count from there."""
 
-    def __init__(self, inner: Syscalls | None = None, fail_on: int | None = None, error: int = errno.EIO) -> None:
+    def __init__(
+        self, inner: Syscalls | None = None, fail_on: Collection[int] = (), error: int = errno.EIO
+    ) -> None:
         self.inner = inner if inner is not None else LinuxSyscalls()
-        self.fail_on = fail_on
+        self.fail_on = set(fail_on)
         self.error = error
         self.calls: list[Call] = []
 
     def _call(self, name: str, *args: object) -> None:
         self.calls.append(Call(name, args))
-        if self.fail_on is not None and len(self.calls) == self.fail_on:
-            raise OSError(self.error, f"injected failure of call {self.fail_on} ({name})")
+        if len(self.calls) in self.fail_on:
+            raise OSError(self.error, f"injected failure of call {len(self.calls)} ({name})")
 
     def mkdir(self, path: str, mode: int) -> None:
         self._call("mkdir", path, mode)

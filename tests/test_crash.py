@@ -1,0 +1,68 @@
+"""A generate killed with SIGKILL half-way is swept by ``gc`` (and by the
+next RootFS opened on the base directory); live and finished instances are
+left alone."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from rootfs_core import RootFS
+from rootfs_core.registry import Registry
+from rootfs_core.store import Store
+from rootfs_core.testing.checks import mounts_below
+
+SCRIPT = """
+import sys
+from rootfs_core import RootFS
+RootFS(sys.argv[1], backend="crashy").generate(sys.argv[2], crash_after=sys.argv[3])
+"""
+
+
+def _killed_generate(base_dir: str, prototype: str, crash_after: int) -> None:
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, base_dir, prototype, str(crash_after)], check=False)
+    assert proc.returncode == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("crash_after", [1, 2])
+def test_gc_sweeps_a_killed_generate(
+    base_dir: str, registry: Registry, prototype: str, discovery_path: str, crash_after: int
+) -> None:
+    ready = RootFS(base_dir, registry=registry, backend="bindtest").generate(prototype)
+    _killed_generate(base_dir, prototype, crash_after)
+    assert _states_without_sweep(base_dir) == {"bindtest": "ready", "crashy": "incomplete"}
+    assert len(mounts_below(base_dir)) == 3 + crash_after
+    rfs = RootFS(base_dir, registry=registry)  # opening sweeps
+    assert [i.root for i in rfs.instances()] == [ready]
+    assert mounts_below(base_dir) == [ready, ready + "/etc", ready + "/tmp"]
+    with open(os.path.join(ready, "etc/hostname")) as fh:  # the finished one still works
+        assert fh.read() == "prototype\n"
+    assert rfs.gc() == []
+    rfs.remove(ready)
+
+
+def _states_without_sweep(base_dir: str) -> dict[str, str]:
+    """Backend -> state, read from the store directly (opening a RootFS would sweep)."""
+    store = Store(base_dir)
+    states = {}
+    for instance_id in store.ids():
+        record = store.read(instance_id)
+        assert record is not None
+        states[record.backend] = "incomplete" if store.is_incomplete(instance_id) else "ready"
+    return states
+
+
+def test_gc_leaves_an_instance_a_live_process_is_building(
+    base_dir: str, registry: Registry, prototype: str
+) -> None:
+    rfs = RootFS(base_dir, registry=registry, backend="bindtest")
+    root = rfs.generate(prototype)
+    instance_id = os.path.basename(os.path.dirname(root))
+    with Store(base_dir).claim(instance_id):  # as a remove in progress would
+        assert RootFS(base_dir, registry=registry).gc() == []
+        assert os.path.isdir(root)
+    rfs.remove(root)

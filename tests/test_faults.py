@@ -1,0 +1,132 @@
+"""Every changing call of generate and of remove fails in turn; afterwards
+nothing is left that should not be, and the prototype is unchanged (checked
+by the ``prototype`` fixture)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from rootfs_core import ErrorId, RootFS, RootFSError
+from rootfs_core.registry import Registry
+from rootfs_core.testing.checks import mounts_below
+from rootfs_core.testing.faults import FaultySyscalls
+
+# bindtest's generate, call by call, and the id a failure there must carry.
+GENERATE = [
+    ("mkdir", ErrorId.ErrCreateTempDir),  # the instance directory
+    ("chmod", ErrorId.ErrCreateTempDir),
+    ("mkdir", ErrorId.ErrCreateMountDir),  # the root
+    ("chmod", ErrorId.ErrCreateMountDir),
+    ("mount", ErrorId.ErrBindMountRoot),  # prototype bound on the root
+    ("mount", ErrorId.ErrBindMountRoot),  # ... remounted read-only
+    ("mkdir", ErrorId.ErrOverlayDir),  # the writable copy of etc
+    ("chmod", ErrorId.ErrOverlayDir),
+    ("copy_tree", ErrorId.ErrOverlayDir),
+    ("mount", ErrorId.ErrBindMountSubdir),  # the copy bound over etc
+    ("mkdir", ErrorId.ErrCreateTempDir),
+    ("chmod", ErrorId.ErrCreateTempDir),
+    ("mount", ErrorId.ErrOverlayTempDir),  # tmpfs on tmp
+]
+REMOVE = [
+    ("umount", ErrorId.ErrUnmountSubdir),
+    ("rmdir", ErrorId.ErrRemoveMountDir),
+    ("umount", ErrorId.ErrUnmountSubdir),
+    ("remove_tree", ErrorId.ErrRemoveMountDir),
+    ("umount", ErrorId.ErrUnmountRoot),
+    ("rmdir", ErrorId.ErrRemoveMountDir),
+    ("rmdir", ErrorId.ErrRemoveMountDir),
+]
+
+
+def _probed(base_dir: str, registry: Registry, faulty: FaultySyscalls) -> RootFS:
+    rfs = RootFS(base_dir, registry=registry, backend="bindtest", syscalls=faulty)
+    rfs.selected_backend()  # probe now, so the counted calls are generate's only
+    faulty.calls.clear()
+    return rfs
+
+
+def test_clean_run_makes_exactly_these_calls(base_dir: str, registry: Registry, prototype: str) -> None:
+    faulty = FaultySyscalls()
+    rfs = _probed(base_dir, registry, faulty)
+    root = rfs.generate(prototype)
+    assert [c.name for c in faulty.calls] == [name for name, _ in GENERATE]
+    faulty.calls.clear()
+    rfs.remove(root)
+    assert [c.name for c in faulty.calls] == [name for name, _ in REMOVE]
+
+
+@pytest.mark.parametrize("step", range(1, len(GENERATE) + 1))
+def test_generate_fails_at_each_step_and_leaves_nothing(
+    base_dir: str, registry: Registry, prototype: str, step: int
+) -> None:
+    faulty = FaultySyscalls()
+    rfs = _probed(base_dir, registry, faulty)
+    faulty.fail_on = {step}
+    with pytest.raises(RootFSError) as info:
+        rfs.generate(prototype)
+    assert info.value.error_id is GENERATE[step - 1][1]
+    assert "injected failure" in str(info.value)
+    assert info.value.cleanup_errors == []
+    assert mounts_below(base_dir) == []
+    assert sorted(os.listdir(base_dir)) == [".rootfs"]
+    assert rfs.instances() == []
+    # base_dir and prototype fixtures check no record, marker or change remains
+
+
+@pytest.mark.parametrize("step", range(1, len(REMOVE) + 1))
+def test_remove_fails_at_each_step_then_succeeds(
+    base_dir: str, registry: Registry, prototype: str, step: int
+) -> None:
+    faulty = FaultySyscalls()
+    rfs = _probed(base_dir, registry, faulty)
+    root = rfs.generate(prototype)
+    faulty.calls.clear()
+    faulty.fail_on = {step}
+    with pytest.raises(RootFSError) as info:
+        rfs.remove(root)
+    assert info.value.error_id is REMOVE[step - 1][1]
+    (instance,) = rfs.instances()  # the record is kept...
+    assert instance.state == ("ready" if step == 1 else "incomplete")
+    assert os.path.isfile(os.path.join(prototype, "etc/hostname"))
+    faulty.fail_on = set()
+    rfs.remove(root)  # ...and a later remove finishes the job
+    assert rfs.instances() == []
+
+
+def test_failed_rollback_is_reported_and_gc_finishes(base_dir: str, registry: Registry, prototype: str) -> None:
+    faulty = FaultySyscalls()
+    rfs = _probed(base_dir, registry, faulty)
+    # fail the tmpfs mount (13), then the rollback's unmount of etc (15)
+    faulty.fail_on = {13, 15}
+    with pytest.raises(RootFSError) as info:
+        rfs.generate(prototype)
+    assert info.value.error_id is ErrorId.ErrOverlayTempDir
+    assert [e.error_id for e in info.value.cleanup_errors] == [ErrorId.ErrUnmountSubdir]
+    (instance,) = rfs.instances()
+    assert instance.state == "incomplete"
+    assert mounts_below(base_dir)  # still mounted, so nothing below was deleted
+    assert os.path.isfile(os.path.join(instance.root, "etc/hostname"))
+    faulty.fail_on = set()
+    assert rfs.gc(dry_run=True) == [instance.id]
+    assert rfs.instances() == [instance]
+    assert rfs.gc() == [instance.id]
+    assert rfs.instances() == []
+    assert mounts_below(base_dir) == []
+
+
+def test_interrupt_during_generate_is_rolled_back(
+    base_dir: str, registry: Registry, prototype: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    faulty = FaultySyscalls()
+    rfs = _probed(base_dir, registry, faulty)
+
+    def interrupt(source: str, target: str) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(faulty.inner, "copy_tree", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        rfs.generate(prototype)
+    assert mounts_below(base_dir) == []
+    assert rfs.instances() == []

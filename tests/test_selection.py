@@ -1,0 +1,133 @@
+"""Which backend is used: forced (argument, env, config) or the best supported."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from rootfs_core import ErrorId, RootFS, RootFSError
+from rootfs_core.registry import Registry
+
+
+def test_highest_supported_is_selected(rfs: RootFS) -> None:
+    # refuses (390) and probe-raises (380) are higher but unsupported.
+    assert rfs.selected_backend() == "bindtest"
+
+
+def test_backends_lists_all_with_reasons(rfs: RootFS) -> None:
+    by_name = {s.name: s for s in rfs.backends()}
+    assert set(by_name) == {"bindtest", "crashy", "refuses", "probe-raises", "import-fails"}
+    assert by_name["bindtest"].supported and by_name["bindtest"].selected
+    assert [s.name for s in rfs.backends() if s.selected] == ["bindtest"]
+    assert by_name["refuses"].reason == "this host lacks the imaginary filesystem"
+    assert not by_name["probe-raises"].supported
+    assert "probe exploded" in (by_name["probe-raises"].reason or "")
+    assert by_name["import-fails"].reason == "ImportError: test"
+    assert by_name["import-fails"].priority is None
+    assert [s.priority for s in rfs.backends()][:4] == [390, 380, 120, 110]
+
+
+def test_forced_by_argument(base_dir: str, registry: Registry) -> None:
+    assert RootFS(base_dir, registry=registry, backend="crashy").selected_backend() == "crashy"
+
+
+def test_forced_by_env_and_argument_wins(
+    base_dir: str, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ROOTFS_BACKEND", "crashy")
+    assert RootFS(base_dir, registry=registry).selected_backend() == "crashy"
+    assert RootFS(base_dir, registry=registry, backend="bindtest").selected_backend() == "bindtest"
+
+
+def test_forced_by_config_file(
+    base_dir: str, registry: Registry, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('backend = "crashy"\n')
+    monkeypatch.setenv("ROOTFS_CONFIG", str(config))
+    monkeypatch.delenv("ROOTFS_BACKEND", raising=False)
+    assert RootFS(base_dir, registry=registry).selected_backend() == "crashy"
+    monkeypatch.setenv("ROOTFS_BACKEND", "bindtest")
+    assert RootFS(base_dir, registry=registry).selected_backend() == "bindtest"
+
+
+@pytest.mark.parametrize("text", ["backend = 3\n", "bakend = 'x'\n", "not toml ["])
+def test_bad_config_file(
+    base_dir: str, registry: Registry, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, text: str
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(text)
+    monkeypatch.setenv("ROOTFS_CONFIG", str(config))
+    monkeypatch.delenv("ROOTFS_BACKEND", raising=False)
+    with pytest.raises(RootFSError) as info:
+        RootFS(base_dir, registry=registry)
+    assert info.value.error_id is ErrorId.ErrConfig
+
+
+def test_forced_unsupported_fails_with_reason(base_dir: str, registry: Registry, prototype: str) -> None:
+    rfs = RootFS(base_dir, registry=registry, backend="refuses")
+    with pytest.raises(RootFSError) as info:
+        rfs.generate(prototype)
+    assert info.value.error_id is ErrorId.ErrBackendUnsupported
+    assert "imaginary filesystem" in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["nonexistent", "import-fails"])
+def test_forced_unknown_or_broken(base_dir: str, registry: Registry, prototype: str, name: str) -> None:
+    rfs = RootFS(base_dir, registry=registry, backend=name)
+    with pytest.raises(RootFSError) as info:
+        rfs.generate(prototype)
+    assert info.value.error_id is ErrorId.ErrUnknownBackend
+    assert name in str(info.value)
+
+
+def test_no_supported_backend_lists_every_reason(base_dir: str, discovery_path: str, prototype: str) -> None:
+    import importlib
+
+    only_bad = Registry(
+        {"refuses": ("x:", importlib.import_module("rootfs_testbackends.refuses"))},
+        {"import-fails": ("y", "ImportError: nope")},
+    )
+    with pytest.raises(RootFSError) as info:
+        RootFS(base_dir, registry=only_bad).generate(prototype)
+    assert info.value.error_id is ErrorId.ErrNoSupportedBackend
+    assert "refuses: this host lacks the imaginary filesystem" in str(info.value)
+    assert "import-fails: ImportError: nope" in str(info.value)
+    assert os.listdir(base_dir) == [".rootfs"]
+
+
+def test_probe_leaves_nothing(rfs: RootFS, base_dir: str) -> None:
+    rfs.backends()  # probes every backend for real, with mounts
+    assert sorted(os.listdir(base_dir)) == [".rootfs"]
+
+
+def test_real_discovery_isolates_broken_plugins(base_dir: str, discovery_path: str) -> None:
+    """Through stevedore and the real entry points: the plugin that fails to
+    import and the one with invalid hooks are reported; the others work."""
+    registry = Registry.discover()
+    assert "ImportError" in (registry.backends["import-fails"].error or "")
+    assert "invalid hooks" in (registry.backends["bad-hooks"].error or "")
+    assert registry.backends["bindtest"].error is None
+    rfs = RootFS(base_dir, registry=registry, backend="bindtest")
+    names = {s.name: s for s in rfs.backends()}
+    assert names["bindtest"].selected
+    assert not names["bad-hooks"].supported
+
+
+def test_probe_cache_is_used_and_keyed(
+    base_dir: str, registry: Registry, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ROOTFS_PROBE_CACHE", str(cache))
+    assert RootFS(base_dir, registry=registry).probe("refuses").supported is False
+    files = os.listdir(cache)
+    assert any(f.startswith("refuses-") for f in files)
+    # A cached verdict is believed (here: forged to "supported")...
+    path = cache / next(f for f in files if f.startswith("refuses-"))
+    path.write_text(path.read_text().replace('"supported": false', '"supported": true'))
+    assert RootFS(base_dir, registry=registry).probe("refuses").supported is True
+    # ...but not after a reboot (another boot id).
+    path.write_text(path.read_text().replace('"boot_id": "', '"boot_id": "x'))
+    assert RootFS(base_dir, registry=registry).probe("refuses").supported is False
