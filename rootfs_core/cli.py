@@ -167,9 +167,10 @@ def _cmd_list(args: argparse.Namespace) -> None:
 
 
 def _cmd_backends(args: argparse.Namespace) -> None:
-    from rootfs_core.registry import distribution_of
+    from rootfs_core.registry import distributions_by_backend
 
     statuses = _open(args).backends()
+    distributions = distributions_by_backend()
     rows = [
         {
             "name": s.name,
@@ -177,7 +178,7 @@ def _cmd_backends(args: argparse.Namespace) -> None:
             "supported": s.supported,
             "reason": s.reason,
             "selected": s.selected,
-            "distribution": distribution_of(s.target),
+            "distribution": distributions.get(s.name),
             "entry_point": s.target,
         }
         for s in statuses

@@ -60,7 +60,7 @@ class Registry:
 
         def failed(_mgr: object, entry_point: Any, exc: BaseException) -> None:
             broken[entry_point.name] = (entry_point.value, f"{type(exc).__name__}: {exc}")
-            log.warning("backend %s failed to load: %s", entry_point.name, exc)
+            log.info("backend %s failed to load: %s", entry_point.name, exc)
 
         manager = ExtensionManager(ENTRY_POINT_GROUP, on_load_failure_callback=failed)
         plugins = {ext.name: (ext.entry_point_target, ext.plugin) for ext in manager}
@@ -117,14 +117,17 @@ class Registry:
         return caller(**kwargs)
 
 
-def distribution_of(target: str) -> str | None:
-    """The installed distribution that provides an entry point's module.
+def distributions_by_backend() -> dict[str, str]:
+    """Backend name -> the installed distribution that declares its entry point.
 
-    Scans installed metadata (tens of milliseconds), so only ``rootfs
-    backends`` asks.
+    Reads every installed distribution's metadata (tens of milliseconds), so
+    only ``rootfs backends`` asks.
     """
-    from importlib.metadata import packages_distributions
+    from importlib.metadata import distributions
 
-    top = target.split(":", 1)[0].split(".", 1)[0]
-    names = packages_distributions().get(top)
-    return names[0] if names else None
+    found: dict[str, str] = {}
+    for dist in distributions():
+        for entry_point in dist.entry_points:
+            if entry_point.group == ENTRY_POINT_GROUP:
+                found.setdefault(entry_point.name, dist.metadata["Name"])
+    return found

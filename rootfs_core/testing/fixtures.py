@@ -19,28 +19,39 @@ from rootfs_core.syscalls import UMOUNT_NOFOLLOW, LinuxSyscalls
 from rootfs_core.testing.checks import mount_points, mounts_below, tree_checksum
 from rootfs_core.testing.prototypes import make_tiny_prototype
 
-SCRATCH = "/tmp/rootfs-tests"
+SCRATCH_TOP = "/tmp/rootfs-tests"
+# One directory per test process, so that test runs side by side (two
+# developers, xdist workers) never take each other's mounts for leaks.
+SCRATCH = os.path.join(SCRATCH_TOP, str(os.getpid()))
+
+
+def _someone_elses(point: str) -> bool:
+    return point.startswith(SCRATCH_TOP + "/") and not (point + "/").startswith(SCRATCH + "/")
 
 
 @pytest.fixture
 def leak_guard() -> Iterator[None]:
-    """Fail the test if it leaves a mount that was not there before it.
+    """Fail the test if it leaves a mount that was not there before it,
+    anywhere on the host (an escaping mount is the worst leak of all).
 
-    Leaked mounts are unmounted (deepest first) so one leak does not poison
-    the rest of the run; the test still fails.
+    Leaks inside this process's scratch directory are unmounted (deepest
+    first) so one leak does not poison the rest of the run; the test still
+    fails. A leak elsewhere is only reported: it is not ours to touch.
     """
     before = set(mount_points())
     yield
-    leaked = [p for p in mount_points() if p not in before]
+    leaked = [p for p in mount_points() if p not in before and not _someone_elses(p)]
     for point in sorted(leaked, key=len, reverse=True):
-        try:
-            LinuxSyscalls().umount(point, UMOUNT_NOFOLLOW)
-        except OSError:
-            pass
+        if (point + "/").startswith(SCRATCH + "/"):
+            try:
+                LinuxSyscalls().umount(point, UMOUNT_NOFOLLOW)
+            except OSError:
+                pass
     assert not leaked, f"test leaked mounts: {leaked}"
 
 
 def scratch_dir(prefix: str) -> str:
+    """A fresh directory for one test, under this process's scratch root."""
     os.makedirs(SCRATCH, exist_ok=True)
     return tempfile.mkdtemp(prefix=prefix, dir=SCRATCH)
 
@@ -111,3 +122,11 @@ def busybox_prototype(_busybox_tree: str) -> Iterator[str]:
     before = tree_checksum(_busybox_tree)
     yield _busybox_tree
     assert tree_checksum(_busybox_tree) == before, "the busybox prototype was modified"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Drop this process's scratch root if every test cleaned up after itself."""
+    try:
+        os.rmdir(SCRATCH)
+    except OSError:
+        pass
