@@ -42,7 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--backend", default=argparse.SUPPRESS, help="force a backend (env ROOTFS_BACKEND, or config file)"
     )
-    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log each step")
+    common.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log each step"
+    )
     parser = argparse.ArgumentParser(
         prog="rootfs", parents=[common], description="Disposable writable roots from a read-only prototype."
     )
@@ -99,7 +101,9 @@ class _UsageError(Exception):
 def _base_dir(args: argparse.Namespace) -> str:
     from rootfs_core.selection import load_config
 
-    chosen = getattr(args, "base_dir", None) or os.environ.get("ROOTFS_BASE_DIR") or load_config().get("base_dir")
+    chosen = (
+        getattr(args, "base_dir", None) or os.environ.get("ROOTFS_BASE_DIR") or load_config().get("base_dir")
+    )
     if chosen:
         return str(chosen)
     os.makedirs(DEFAULT_BASE_DIR, mode=0o755, exist_ok=True)  # only the default is created on demand
@@ -199,7 +203,11 @@ def _cmd_backends(args: argparse.Namespace) -> None:
 def _cmd_gc(args: argparse.Namespace) -> None:
     swept = _open(args).gc(dry_run=args.dry_run)
     verb = "would clean up" if args.dry_run else "cleaned up"
-    _emit(args, {"dry_run": args.dry_run, "instances": swept}, f"{verb} {len(swept)} instance(s) {' '.join(swept)}")
+    _emit(
+        args,
+        {"dry_run": args.dry_run, "instances": swept},
+        f"{verb} {len(swept)} instance(s) {' '.join(swept)}",
+    )
 
 
 def _cmd_sample(args: argparse.Namespace) -> None:

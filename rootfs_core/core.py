@@ -147,7 +147,13 @@ class RootFS:
     def _describe(self, record: Record) -> Instance:
         state = "incomplete" if self._store.is_incomplete(record.id) else "ready"
         return Instance(
-            record.id, record.root, record.backend, record.prototype, state, record.created, dict(record.options)
+            record.id,
+            record.root,
+            record.backend,
+            record.prototype,
+            state,
+            record.created,
+            dict(record.options),
         )
 
     def gc(self, *, dry_run: bool = False) -> list[str]:
@@ -193,7 +199,9 @@ class RootFS:
             )
         for backend in sorted(registry.backends.values(), key=lambda b: b.name):
             if backend.error is not None:
-                statuses.append(BackendStatus(backend.name, None, False, backend.error, False, backend.target))
+                statuses.append(
+                    BackendStatus(backend.name, None, False, backend.error, False, backend.target)
+                )
         return statuses
 
     def selected_backend(self) -> str:
@@ -237,7 +245,9 @@ class RootFS:
             started = time.monotonic()
             self._get_registry().call(name, "rootfs_generate", ctx=ctx)
             if not self.syscalls.is_mountpoint(ctx.root):
-                raise RootFSError(ErrorId.ErrBackendFailed, f"backend {name!r} did not mount the root {ctx.root}")
+                raise RootFSError(
+                    ErrorId.ErrBackendFailed, f"backend {name!r} did not mount the root {ctx.root}"
+                )
         log.info("generated %s with %s in %.3fs", ctx.root, name, time.monotonic() - started)
         return ctx.root
 
@@ -260,7 +270,9 @@ class RootFS:
         return verdict
 
     @contextlib.contextmanager
-    def _instance(self, name: str, prototype: str, options: dict[str, str], *, keep: bool) -> Iterator[BuildContext]:
+    def _instance(
+        self, name: str, prototype: str, options: dict[str, str], *, keep: bool
+    ) -> Iterator[BuildContext]:
         """A journaled instance: taken apart if the body fails (or if not
         ``keep``), marked ready otherwise."""
         store = self._store
@@ -300,7 +312,9 @@ class RootFS:
             if record.steps:
                 backend = self._get_registry().backends.get(record.backend)
                 if backend is not None and backend.error is None:
-                    self._get_registry().call(record.backend, "rootfs_remove", ctx=RemoveContext(record, self.syscalls))
+                    self._get_registry().call(
+                        record.backend, "rootfs_remove", ctx=RemoveContext(record, self.syscalls)
+                    )
             teardown.undo(record.steps, instance_dir, self.syscalls)
         except BaseException as exc:
             self._store.write(record)
@@ -334,7 +348,9 @@ class RootFS:
         try:
             st = os.stat(path)
         except OSError as exc:
-            raise RootFSError(ErrorId.ErrPrototypeMissing, f"prototype {prototype!r} not found", cause=exc) from exc
+            raise RootFSError(
+                ErrorId.ErrPrototypeMissing, f"prototype {prototype!r} not found", cause=exc
+            ) from exc
         if not stat.S_ISDIR(st.st_mode):
             raise RootFSError(ErrorId.ErrPrototypeNotDir, f"prototype {prototype!r} is not a directory")
         if not os.access(path, os.R_OK | os.X_OK):
@@ -383,13 +399,18 @@ def _check_base_dir(path: str) -> str:
     try:
         st = os.stat(path)
     except FileNotFoundError as exc:
-        raise RootFSError(ImplErrorId.ErrRwBaseDirMissing, f"base directory {path!r} not found", cause=exc) from exc
+        raise RootFSError(
+            ImplErrorId.ErrRwBaseDirMissing, f"base directory {path!r} not found", cause=exc
+        ) from exc
     except OSError as exc:
-        raise RootFSError(ImplErrorId.ErrRwBaseDirMissing, f"base directory {path!r} unusable", cause=exc) from exc
+        raise RootFSError(
+            ImplErrorId.ErrRwBaseDirMissing, f"base directory {path!r} unusable", cause=exc
+        ) from exc
     if not stat.S_ISDIR(st.st_mode):
         raise RootFSError(ImplErrorId.ErrRwBaseDirIsFile, f"base directory {path!r} is not a directory")
     if st.st_mode & 0o700 != 0o700 or not os.access(path, os.R_OK | os.W_OK | os.X_OK):
         raise RootFSError(
-            ImplErrorId.ErrRwBaseDirNotRw, f"base directory {path!r} is not readable and writable by its owner"
+            ImplErrorId.ErrRwBaseDirNotRw,
+            f"base directory {path!r} is not readable and writable by its owner",
         )
     return os.path.realpath(path)

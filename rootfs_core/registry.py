@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import pluggy
@@ -39,7 +40,9 @@ class Backend:
 class Registry:
     """The backends of this environment, by name."""
 
-    def __init__(self, plugins: dict[str, tuple[str, object]], broken: dict[str, tuple[str, str]]) -> None:
+    def __init__(
+        self, plugins: Mapping[str, tuple[str, object]], broken: Mapping[str, tuple[str, str]]
+    ) -> None:
         """``plugins``: name -> (target, loaded object); ``broken``: name -> (target, error)."""
         self._pm = pluggy.PluginManager(hookspecs.PROJECT)
         self._pm.add_hookspecs(hookspecs.BackendSpec)
@@ -62,7 +65,7 @@ class Registry:
             broken[entry_point.name] = (entry_point.value, f"{type(exc).__name__}: {exc}")
             log.info("backend %s failed to load: %s", entry_point.name, exc)
 
-        manager = ExtensionManager(ENTRY_POINT_GROUP, on_load_failure_callback=failed)
+        manager: Any = ExtensionManager(ENTRY_POINT_GROUP, on_load_failure_callback=failed)
         plugins = {ext.name: (ext.entry_point_target, ext.plugin) for ext in manager}
         return cls(plugins, broken)
 

@@ -96,7 +96,12 @@ class ProbeCache:
             tmp = f"{path}.{os.getpid()}.tmp"
             with open(tmp, "w", encoding="utf-8") as fh:
                 json.dump(
-                    {"boot_id": _boot_id(), "target": target, "supported": probe.supported, "reason": probe.reason},
+                    {
+                        "boot_id": _boot_id(),
+                        "target": target,
+                        "supported": probe.supported,
+                        "reason": probe.reason,
+                    },
                     fh,
                 )
             os.replace(tmp, path)

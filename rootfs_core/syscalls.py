@@ -207,4 +207,3 @@ def _clear_dir(dir_fd: int, mnt_id: int, where: str) -> None:
         finally:
             os.close(child)
         os.rmdir(name, dir_fd=dir_fd)
-

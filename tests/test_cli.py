@@ -16,7 +16,8 @@ def rootfs(*args: str, base_dir: str | None = None) -> subprocess.CompletedProce
     argv = [sys.executable, "-m", "rootfs_core.cli"]
     if base_dir is not None:
         argv += ["--base-dir", base_dir]
-    return subprocess.run([*argv, *args], capture_output=True, text=True, check=False, timeout=120)
+    # cwd="/" so "python -m" imports the installed rootfs_core, not this checkout
+    return subprocess.run([*argv, *args], capture_output=True, text=True, check=False, timeout=120, cwd="/")
 
 
 @pytest.fixture

@@ -95,7 +95,9 @@ def test_remove_fails_at_each_step_then_succeeds(
     assert rfs.instances() == []
 
 
-def test_failed_rollback_is_reported_and_gc_finishes(base_dir: str, registry: Registry, prototype: str) -> None:
+def test_failed_rollback_is_reported_and_gc_finishes(
+    base_dir: str, registry: Registry, prototype: str
+) -> None:
     faulty = FaultySyscalls()
     rfs = _probed(base_dir, registry, faulty)
     # fail the tmpfs mount (13), then the rollback's unmount of etc (15)

@@ -21,8 +21,8 @@ def test_generate_then_remove(rfs: RootFS, prototype: str, base_dir: str) -> Non
         fh.write("changed\n")
     with open(os.path.join(root, "tmp/new"), "w") as fh:  # the tmpfs
         fh.write("new\n")
-    with pytest.raises(OSError) as ro:
-        open(os.path.join(root, "home/new"), "w")
+    with pytest.raises(OSError) as ro, open(os.path.join(root, "home/new"), "w"):
+        pass
     assert ro.value.errno == errno.EROFS
     assert mounts_below(root) == [root, root + "/etc", root + "/tmp"]
     rfs.remove(root)
@@ -71,7 +71,9 @@ def test_remove_twice_is_a_no_op(rfs: RootFS, prototype: str) -> None:
     rfs.remove(os.path.basename(os.path.dirname(root)))
 
 
-@pytest.mark.parametrize("target", ["/", "/etc", "PROTO", "BASE", "BASE/.rootfs", "ROOT/etc", "BASE/other/root"])
+@pytest.mark.parametrize(
+    "target", ["/", "/etc", "PROTO", "BASE", "BASE/.rootfs", "ROOT/etc", "BASE/other/root"]
+)
 def test_remove_refuses_foreign_paths(rfs: RootFS, prototype: str, base_dir: str, target: str) -> None:
     root = rfs.generate(prototype)
     before = sorted(mounts_below("/"))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import errno
 import os
+from pathlib import Path
 
 import pytest
-from pathlib import Path
 
 from rootfs_core.paths import has_no_symlink, is_within, resolve_in_root
 

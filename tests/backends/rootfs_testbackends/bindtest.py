@@ -31,4 +31,10 @@ def rootfs_generate(ctx: BuildContext) -> None:
     ctx.bind(etc, ctx.resolve_in_root("etc"))
     ctx.mkdir("tmpfs")
     size = ctx.options.get("tmp_size", "1M")
-    ctx.mount("tmpfs", ctx.resolve_in_root("tmp"), "tmpfs", data=f"size={size},mode=1777", error=ErrorId.ErrOverlayTempDir)
+    ctx.mount(
+        "tmpfs",
+        ctx.resolve_in_root("tmp"),
+        "tmpfs",
+        data=f"size={size},mode=1777",
+        error=ErrorId.ErrOverlayTempDir,
+    )

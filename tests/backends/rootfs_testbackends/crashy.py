@@ -12,7 +12,9 @@ from rootfs_core.hookspecs import BackendInfo, Probe, hookimpl
 
 @hookimpl
 def rootfs_backend_info() -> BackendInfo:
-    return BackendInfo(priority=110, summary="crashes on purpose", options={"crash_after": "mounts before dying"})
+    return BackendInfo(
+        priority=110, summary="crashes on purpose", options={"crash_after": "mounts before dying"}
+    )
 
 
 @hookimpl
