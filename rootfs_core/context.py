@@ -100,20 +100,22 @@ class BuildContext:
     ) -> None:
         """mount(2) onto ``target``, which must lie inside the instance and
         contain no symlink (use ``resolve_in_root`` for paths in the root)."""
-        is_root = os.path.normpath(target) == self.root
-        if error is None:
-            error = ErrorId.ErrBindMountRoot if is_root else ErrorId.ErrBindMountSubdir
-        if not paths.is_within(target, self.instance_dir):
-            raise RootFSError(ErrorId.ErrPathEscapesRoot, f"mount target {target} is outside the instance")
-        if not paths.has_no_symlink(target):
-            raise RootFSError(ErrorId.ErrPathEscapesRoot, f"mount target {target} goes through a symlink")
-        undo = ErrorId.ErrUnmountRoot if is_root else ErrorId.ErrUnmountSubdir
-        self._journal(Step("mount", os.path.normpath(target), undo.name))
+        error = self._journal_mount("mount", target, error)
         log.info("mount -t %s %s %s (flags %#x, %s)", fstype or "none", source, target, flags, data)
         try:
             self.syscalls.mount(source, target, fstype, flags, data)
         except OSError as exc:
             raise RootFSError(error, f"cannot mount {source} on {target}", cause=exc) from exc
+
+    def fuse_mount(self, argv: list[str], target: str, *, error: ErrorId | None = None) -> None:
+        """Run a FUSE program that mounts ``target`` (same rules as ``mount``);
+        it is unmounted with ``fusermount3 -u``, which works without privilege."""
+        error = self._journal_mount("fuse-mount", target, error)
+        log.info("run %s", " ".join(argv))
+        try:
+            self.syscalls.run_mount_program(argv, target)
+        except OSError as exc:
+            raise RootFSError(error, f"cannot mount {target} with {argv[0]}", cause=exc) from exc
 
     def bind(self, source: str, target: str, *, readonly: bool = False, error: ErrorId | None = None) -> None:
         """Bind-mount ``source`` on ``target`` (not recursively), read-only if asked."""
@@ -141,6 +143,20 @@ class BuildContext:
     def _journal(self, step: Step) -> None:
         self._steps.append(step)
         self._save()
+
+    def _journal_mount(self, op: str, target: str, error: ErrorId | None) -> ErrorId:
+        """Check a mount target and journal the mount; return the error id a
+        failure to mount is reported with."""
+        is_root = os.path.normpath(target) == self.root
+        if not paths.is_within(target, self.instance_dir):
+            raise RootFSError(ErrorId.ErrPathEscapesRoot, f"mount target {target} is outside the instance")
+        if not paths.has_no_symlink(target):
+            raise RootFSError(ErrorId.ErrPathEscapesRoot, f"mount target {target} goes through a symlink")
+        undo = ErrorId.ErrUnmountRoot if is_root else ErrorId.ErrUnmountSubdir
+        self._journal(Step(op, os.path.normpath(target), undo.name))
+        if error is not None:
+            return error
+        return ErrorId.ErrBindMountRoot if is_root else ErrorId.ErrBindMountSubdir
 
     def _make_dir(self, path: str, mode: int, op: str, error: ErrorId) -> str:
         step = Step(op, path, ErrorId.ErrRemoveMountDir.name)

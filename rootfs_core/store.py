@@ -39,7 +39,8 @@ class Step:
     """One change made for an instance, and how to take it back.
 
     ``op`` is ``dir`` (undo: rmdir), ``tree`` (undo: delete the tree, never
-    across a mount) or ``mount`` (undo: unmount and confirm). ``undo_error``
+    across a mount), ``mount`` (undo: umount2 and confirm) or ``fuse-mount``
+    (undo: fusermount3 -u and confirm). ``undo_error``
     names the error id reported if undoing it fails.
     """
 

@@ -13,6 +13,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import shutil
 import subprocess
 from typing import Protocol, runtime_checkable
 
@@ -57,6 +58,14 @@ class Syscalls(Protocol):
 
     def is_mountpoint(self, path: str) -> bool:
         """Whether ``path`` (not followed if a symlink) is the root of a mount."""
+
+    def run_mount_program(self, argv: list[str], target: str) -> None:
+        """Run a program that mounts ``target`` and returns once it is mounted
+        (a FUSE filesystem's daemon, say); raise ``OSError`` if it fails."""
+
+    def fuse_unmount(self, target: str) -> None:
+        """Unmount a FUSE mount as its owner may, even without privilege
+        (``fusermount3 -u``); raise ``OSError`` (``EBUSY`` if in use)."""
 
     def copy_tree(self, source: str, target: str) -> None:
         """Copy the contents of directory ``source`` into the empty directory
@@ -159,6 +168,30 @@ class LinuxSyscalls:
 
     def is_mountpoint(self, path: str) -> bool:
         return mount_info(path)[1]
+
+    def run_mount_program(self, argv: list[str], target: str) -> None:
+        proc = subprocess.run(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False
+        )
+        if proc.returncode != 0:
+            message = proc.stderr.decode(errors="replace").strip()
+            raise OSError(errno.EIO, f"{os.path.basename(argv[0])} failed: {message}", target)
+
+    def fuse_unmount(self, target: str) -> None:
+        program = shutil.which("fusermount3") or shutil.which("fusermount")
+        if program is None:
+            raise OSError(errno.ENOENT, "neither fusermount3 nor fusermount is installed", target)
+        proc = subprocess.run(
+            [program, "-u", "--", target],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            check=False,
+        )
+        if proc.returncode != 0:
+            message = proc.stderr.decode(errors="replace").strip()
+            code = errno.EBUSY if "busy" in message.lower() else errno.EIO
+            raise OSError(code, f"{os.path.basename(program)} -u failed: {message}", target)
 
     def copy_tree(self, source: str, target: str) -> None:
         # GNU cp -a recreates device nodes, fifos and sockets instead of reading

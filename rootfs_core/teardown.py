@@ -15,6 +15,7 @@ import errno
 import logging
 import os
 import time
+from collections.abc import Callable
 
 from rootfs_core import paths
 from rootfs_core.errors import ErrorId, RootFSError
@@ -40,7 +41,9 @@ def _undo_step(step: Step, instance_dir: str, syscalls: Syscalls) -> None:
     if not paths.is_within(step.path, instance_dir):
         raise RootFSError(ErrorId.ErrNotOurRoot, f"journal names {step.path}, outside {instance_dir}")
     if step.op == "mount":
-        _unmount(step.path, error, syscalls)
+        _unmount(step.path, error, syscalls, lambda: syscalls.umount(step.path, UMOUNT_NOFOLLOW))
+    elif step.op == "fuse-mount":
+        _unmount(step.path, error, syscalls, lambda: syscalls.fuse_unmount(step.path))
     elif step.op == "dir":
         log.info("rmdir %s", step.path)
         try:
@@ -61,7 +64,7 @@ def _undo_step(step: Step, instance_dir: str, syscalls: Syscalls) -> None:
         raise RootFSError(ErrorId.ErrRecord, f"unknown step {step.op!r} in the journal")
 
 
-def _unmount(target: str, error: ErrorId, syscalls: Syscalls) -> None:
+def _unmount(target: str, error: ErrorId, syscalls: Syscalls, unmount: Callable[[], None]) -> None:
     try:
         if not syscalls.is_mountpoint(target):
             return
@@ -73,7 +76,7 @@ def _unmount(target: str, error: ErrorId, syscalls: Syscalls) -> None:
     for attempt in range(1, UNMOUNT_TRIES + 1):
         log.info("umount %s", target)
         try:
-            syscalls.umount(target, UMOUNT_NOFOLLOW)
+            unmount()
             break
         except OSError as exc:
             if exc.errno == errno.EINVAL:  # not mounted (any more)

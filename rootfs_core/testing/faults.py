@@ -17,8 +17,6 @@ from collections.abc import Collection
 
 from rootfs_core.syscalls import LinuxSyscalls, Syscalls
 
-CHANGING = ("mkdir", "rmdir", "chmod", "mount", "umount", "copy_tree", "remove_tree")
-
 
 @dataclasses.dataclass(frozen=True)
 class Call:
@@ -64,6 +62,14 @@ class FaultySyscalls:
         self._call("umount", target, flags)
         self.inner.umount(target, flags)
 
+    def run_mount_program(self, argv: list[str], target: str) -> None:
+        self._call("run_mount_program", list(argv), target)
+        self.inner.run_mount_program(argv, target)
+
+    def fuse_unmount(self, target: str) -> None:
+        self._call("fuse_unmount", target)
+        self.inner.fuse_unmount(target)
+
     def copy_tree(self, source: str, target: str) -> None:
         self._call("copy_tree", source, target)
         self.inner.copy_tree(source, target)
@@ -98,6 +104,12 @@ class FakeMounts(LinuxSyscalls):
         if target not in self.mounted:
             raise OSError(errno.EINVAL, "not mounted", target)
         self.mounted.remove(target)
+
+    def run_mount_program(self, argv: list[str], target: str) -> None:
+        self.mount(argv[0], target, "fuse", 0, " ".join(argv[1:]))
+
+    def fuse_unmount(self, target: str) -> None:
+        self.umount(target, 0)
 
     def is_mountpoint(self, path: str) -> bool:
         return os.path.normpath(path) in self.mounted or super().is_mountpoint(path)
