@@ -1,0 +1,1 @@
+"""rootfs-overlayfs: generate roots as kernel overlay mounts (see ``backend``)."""

@@ -1,0 +1,183 @@
+"""The kernel overlay filesystem as a rootfs backend: only the mount plan.
+
+An instance directory holds ``upper`` and ``work`` (with the ``size`` option,
+inside a tmpfs mounted on ``layer``) and ``root``, on which the overlay of the
+prototype (the only lower layer) and ``upper`` is mounted. Every directory and
+mount goes through the context, so the core journals it and undoes it on
+failure or remove; this module never creates, mounts or deletes by itself.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import stat
+
+from rootfs_core.context import BuildContext
+from rootfs_core.errors import ErrorId, RootFSError
+from rootfs_core.hookspecs import BackendInfo, Probe, hookimpl
+from rootfs_core.syscalls import mount_info
+
+PRIORITY = 350  # middle of the kernel-union band: preferred wherever it works
+# Pinned rather than left to the overlay module's parameters, so that a root
+# behaves the same on every host (see README.md for each choice):
+# redirect_dir=on  rename(2) of a prototype directory works instead of EXDEV;
+# index=on         a prototype hardlink stays one file when written through a name;
+# xino=auto        one st_dev and distinct st_ino when upper (a tmpfs) and lower differ.
+FEATURES = "redirect_dir=on,index=on,xino=auto"
+_SIZE = re.compile(r"([0-9]+)([kmgt]?)", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_SIZE_MAX = (1 << 63) - 1  # tmpfs parses size into a 64-bit number
+_PROBE_LOWER = {"file": b"lower\n", "dir/inner": b"inner\n"}
+
+
+@hookimpl
+def rootfs_backend_info() -> BackendInfo:
+    return BackendInfo(
+        PRIORITY,
+        "kernel overlay filesystem: the prototype as lower layer under a per-instance upper",
+        {"size": "maximum size of the writable layer (64M, 1G, bytes): upper and work on a tmpfs that size"},
+    )
+
+
+@hookimpl
+def rootfs_generate(ctx: BuildContext) -> None:
+    size = ctx.options.get("size")
+    mount_overlay(ctx, ctx.prototype, None if size is None else parse_size(size))
+
+
+@hookimpl
+def rootfs_probe(ctx: BuildContext) -> Probe:
+    """Mount exactly what generate mounts, over a lower layer of our own, then
+    delete (a whiteout), write and rename a lower directory through it."""
+    lower = ctx.scratch_dir("probe-lower")
+    ctx.scratch_dir("probe-lower/dir")
+    for name, content in _PROBE_LOWER.items():
+        with open(os.path.join(lower, name), "wb") as fh:
+            fh.write(content)
+    try:
+        mount_overlay(ctx, lower, None)
+    except RootFSError as exc:
+        return Probe.no(explain(exc, ctx.instance_dir))
+    return check_semantics(ctx.root, lower)
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``64M``, ``1g``, ``4096`` (binary multiples, as tmpfs reads them).
+
+    Zero is refused because tmpfs reads ``size=0`` as "unlimited", and a
+    percentage because it would be of the host's RAM, not a fixed limit.
+    """
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise RootFSError(
+            ErrorId.ErrBadOption, f"size={text!r} is not a size: use bytes or a number with k, M, G or T"
+        )
+    size = int(match.group(1)) * _UNITS[match.group(2).lower()]
+    if not 0 < size <= _SIZE_MAX:
+        raise RootFSError(
+            ErrorId.ErrBadOption, f"size={text!r} must be more than 0 and at most {_SIZE_MAX} bytes"
+        )
+    return size
+
+
+def escape(path: str) -> str:
+    """Overlay splits its options at ``,`` and lowerdir at ``:``; ``\\`` escapes either."""
+    return path.replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
+
+
+def mount_overlay(ctx: BuildContext, lower: str, size: int | None) -> None:
+    """The whole mount plan, shared by generate and the probe."""
+    layer = "layer/" if size is not None else ""
+    upper, work = ctx.path(layer + "upper"), ctx.path(layer + "work")
+    data = f"lowerdir={escape(lower)},upperdir={escape(upper)},workdir={escape(work)},{FEATURES}"
+    # mount(2) copies one page of options and silently cuts the rest, which
+    # could drop an option or even name a shorter, existing directory.
+    limit = os.sysconf("SC_PAGE_SIZE") - 1
+    if len(os.fsencode(data)) > limit:
+        ctx.fail(
+            ErrorId.ErrBindMountRoot,
+            f"the overlay's mount options take {len(os.fsencode(data))} bytes, more than the kernel's "
+            f"one-page limit of {limit}: use a shorter path for the prototype or the base directory",
+        )
+    if size is not None:
+        ctx.mkdir("layer", 0o700)
+        ctx.mount(
+            "rootfs-layer",
+            ctx.path("layer"),
+            "tmpfs",
+            data=f"size={size},mode=0700",
+            error=ErrorId.ErrCreateTempDir,
+        )
+    # The merged root directory takes its mode from the upper directory.
+    ctx.scratch_dir(layer + "upper", stat.S_IMODE(os.stat(lower).st_mode))
+    ctx.scratch_dir(layer + "work", 0o700)
+    ctx.mount("rootfs-overlayfs", ctx.root, "overlay", data=data)
+
+
+def check_semantics(root: str, lower: str) -> Probe:
+    """What generate promises: deletes, writes and directory renames work in
+    the root and never reach the lower layer."""
+    try:
+        os.unlink(os.path.join(root, "file"))
+        with open(os.path.join(root, "written"), "wb") as fh:
+            fh.write(b"upper\n")
+        os.rename(os.path.join(root, "dir"), os.path.join(root, "moved"))
+        with open(os.path.join(root, "moved", "inner"), "rb") as fh:
+            moved = fh.read()
+    except OSError as exc:
+        hint = " (the kernel ignored redirect_dir=on)" if exc.errno == errno.EXDEV else ""
+        return Probe.no(f"the overlay mounted, but changing it failed: {exc}{hint}")
+    root_ok = sorted(os.listdir(root)) == ["moved", "written"] and moved == _PROBE_LOWER["dir/inner"]
+    lower_ok = sorted(os.listdir(lower)) == ["dir", "file"]
+    lower_ok = lower_ok and all(os.path.isfile(os.path.join(lower, name)) for name in _PROBE_LOWER)
+    if not (root_ok and lower_ok):
+        return Probe.no(
+            f"the overlay mounted, but a delete, write and rename showed {sorted(os.listdir(root))} in the "
+            f"root and {sorted(os.listdir(lower))} in the lower layer"
+        )
+    return Probe.ok()
+
+
+def explain(exc: RootFSError, instance_dir: str) -> str:
+    """Turn a failed overlay mount into the reason a user can act on."""
+    cause = exc.cause
+    if exc.error_id is not ErrorId.ErrBindMountRoot or not isinstance(cause, OSError) or cause.errno is None:
+        return str(exc)
+    if cause.errno == errno.ENODEV:
+        why = (
+            "this kernel has no overlay filesystem "
+            "(CONFIG_OVERLAY_FS off, or the module not loaded: modprobe overlay)"
+        )
+    elif cause.errno == errno.EPERM:
+        why = (
+            "no privilege to mount: overlay needs CAP_SYS_ADMIN (run as root; in an unprivileged user "
+            "namespace overlay needs the userxattr option, which this backend does not use)"
+        )
+    elif cause.errno == errno.EINVAL:
+        why = (
+            f"the kernel refused the layers: the base directory is on {filesystem_of(instance_dir)}, which "
+            "cannot hold an upper layer (overlay, NFS and other remote filesystems cannot; it needs trusted "
+            "xattrs, whiteouts and d_type), or the kernel predates redirect_dir, index or xino (Linux 4.17); "
+            "dmesg says which"
+        )
+    else:
+        why = f"mounting an overlay with its upper layer on {filesystem_of(instance_dir)} failed"
+    return f"{why} [{errno.errorcode.get(cause.errno, cause.errno)}] ({exc})"
+
+
+def filesystem_of(path: str) -> str:
+    """``ext4 mounted at /`` for ``path``, found in /proc/self/mountinfo by its
+    mount id (a prefix match would be wrong for bind mounts)."""
+    try:
+        mnt_id = mount_info(path)[0]
+        with open("/proc/self/mountinfo", "rb") as fh:
+            for line in fh:
+                fields = line.split()
+                if int(fields[0]) == mnt_id:
+                    fstype = fields[fields.index(b"-") + 1]
+                    return f"{os.fsdecode(fstype)} mounted at {os.fsdecode(fields[4])}"
+    except (OSError, ValueError):
+        pass
+    return "an unknown filesystem"

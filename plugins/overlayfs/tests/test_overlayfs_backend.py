@@ -1,0 +1,223 @@
+"""The backend as the core sees it: its description, its probe and why it
+fails, its option, and the paths it refuses or must escape."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from rootfs_overlayfs import backend
+
+from rootfs_core import ErrorId, RootFS, RootFSError
+from rootfs_core.hookspecs import BAND_KERNEL_UNION
+from rootfs_core.syscalls import UMOUNT_NOFOLLOW, LinuxSyscalls
+from rootfs_core.testing.faults import FaultySyscalls
+from rootfs_core.testing.fixtures import assert_base_dir_clean, remove_scratch, scratch_dir
+from rootfs_core.testing.prototypes import make_tiny_prototype
+
+
+def test_priority_sits_in_the_kernel_union_band_above_aufs() -> None:
+    info = backend.rootfs_backend_info()
+    assert info.priority == 350 and info.priority in BAND_KERNEL_UNION
+    assert set(info.options) == {"size"}
+
+
+def test_supported_and_selected_here(
+    base_dir: str, prototype: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`rootfs backends` shows it supported and selected; generate with no
+    backend named uses it."""
+    monkeypatch.delenv("ROOTFS_BACKEND", raising=False)
+    monkeypatch.setenv("ROOTFS_CONFIG", os.path.join(tmp_path, "none.toml"))
+    rfs = RootFS(base_dir)
+    status = {s.name: s for s in rfs.backends()}["overlayfs"]
+    assert (status.supported, status.reason, status.priority, status.selected) == (True, None, 350, True)
+    root = rfs.generate(prototype)
+    assert [i.backend for i in rfs.instances()] == ["overlayfs"]
+    rfs.remove(root)
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("4096", 4096),
+        ("64M", 64 << 20),
+        ("64m", 64 << 20),
+        ("1G", 1 << 30),
+        ("512k", 512 << 10),
+        ("2T", 2 << 40),
+    ],
+)
+def test_size_values(text: str, size: int) -> None:
+    assert backend.parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "0", "0M", "-1", "1.5G", "64MB", "50%", "ten", "1 G G", "99999999T"])
+def test_bad_size_is_refused_and_leaves_nothing(
+    rfs: RootFS, base_dir: str, prototype: str, text: str
+) -> None:
+    with pytest.raises(RootFSError) as exc:
+        rfs.generate(prototype, size=text)
+    assert exc.value.error_id is ErrorId.ErrBadOption
+    assert_base_dir_clean(base_dir)
+
+
+def test_unknown_option_is_refused(rfs: RootFS, prototype: str) -> None:
+    with pytest.raises(RootFSError) as exc:
+        rfs.generate(prototype, redirect_dir="off")
+    assert exc.value.error_id is ErrorId.ErrBadOption
+
+
+def test_prototype_overlapping_the_base_dir_is_refused(leak_guard: None) -> None:
+    holder = scratch_dir("overlap-")
+    try:
+        proto = make_tiny_prototype(os.path.join(holder, "prototype"))
+        inner_base = os.path.join(proto, "home", "base")  # the base dir inside the prototype
+        os.mkdir(inner_base)
+        outer = os.path.join(holder, "base")  # a prototype inside the base dir
+        make_tiny_prototype(os.path.join(outer, "proto"))
+        for base, candidate in [(inner_base, proto), (outer, os.path.join(outer, "proto")), (outer, outer)]:
+            rfs = RootFS(base, backend="overlayfs")
+            with pytest.raises(RootFSError) as exc:
+                rfs.generate(candidate)
+            assert exc.value.error_id is ErrorId.ErrPrototypeOverlapsBase
+            assert rfs.instances() == []
+            assert sorted(os.listdir(base)) in ([".rootfs"], [".rootfs", "proto"])
+    finally:
+        remove_scratch(holder)
+
+
+def test_an_instance_root_cannot_be_a_prototype(rfs: RootFS, prototype: str) -> None:
+    root = rfs.generate(prototype)
+    with pytest.raises(RootFSError) as exc:
+        rfs.generate(root)
+    assert exc.value.error_id is ErrorId.ErrPrototypeOverlapsBase
+    rfs.remove(root)
+
+
+def test_paths_with_commas_colons_and_backslashes(base_dir: str, leak_guard: None) -> None:
+    """Overlay's option syntax uses ',' and ':'; they are escaped, not misread."""
+    holder = scratch_dir("odd-")
+    try:
+        proto = make_tiny_prototype(os.path.join(holder, "a,b:c\\d e=f"))
+        rfs = RootFS(base_dir, backend="overlayfs")
+        root = rfs.generate(proto)
+        assert sorted(os.listdir(root)) == sorted(os.listdir(proto))
+        rfs.remove(root)
+    finally:
+        remove_scratch(holder)
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="rootfs-core bug: LinuxSyscalls.mount encodes data with str.encode(), not os.fsencode()",
+)
+def test_non_utf8_prototype_path(base_dir: str, leak_guard: None) -> None:
+    holder = scratch_dir("nonutf8-")
+    try:
+        proto = make_tiny_prototype(os.fsdecode(os.fsencode(holder) + b"/proto\xff"))
+        rfs = RootFS(base_dir, backend="overlayfs")
+        try:
+            root = rfs.generate(proto)
+        finally:
+            assert_base_dir_clean(base_dir)  # even the failure leaves nothing
+        rfs.remove(root)
+    finally:
+        remove_scratch(holder)
+
+
+def test_options_longer_than_a_page_are_refused_before_mounting(base_dir: str, leak_guard: None) -> None:
+    """mount(2) would silently cut them, and could then mount the wrong directory."""
+    holder = scratch_dir("long-")
+    try:
+        deep = holder
+        while len(deep) < 4000:
+            deep = os.path.join(deep, "d" * min(200, 4000 - len(deep)))
+        os.makedirs(deep)  # a valid prototype path, yet too long for the options
+        faulty = FaultySyscalls()
+        rfs = RootFS(base_dir, backend="overlayfs", syscalls=faulty)
+        assert rfs.probe("overlayfs").supported  # its own paths are short
+        faulty.calls.clear()
+        with pytest.raises(RootFSError) as exc:
+            rfs.generate(deep)
+        assert exc.value.error_id is ErrorId.ErrBindMountRoot
+        assert "one-page limit" in str(exc.value)
+        assert [c.name for c in faulty.calls if c.name == "mount"] == []
+        assert_base_dir_clean(base_dir)
+    finally:
+        remove_scratch(holder)
+
+
+@pytest.fixture
+def overlay_base(leak_guard: None) -> Iterator[str]:
+    """A base directory that itself lives on an overlay mount."""
+    holder = scratch_dir("onoverlay-")
+    for name in ("lower", "upper", "work", "merged"):
+        os.mkdir(os.path.join(holder, name))
+    merged = os.path.join(holder, "merged")
+    data = f"lowerdir={holder}/lower,upperdir={holder}/upper,workdir={holder}/work"
+    LinuxSyscalls().mount("overlay", merged, "overlay", 0, data)
+    try:
+        os.mkdir(os.path.join(merged, "base"))
+        yield os.path.join(merged, "base")
+    finally:
+        LinuxSyscalls().umount(merged, UMOUNT_NOFOLLOW)
+        remove_scratch(holder)
+
+
+def test_base_dir_on_overlay_is_unsupported_and_says_why(overlay_base: str, prototype: str) -> None:
+    rfs = RootFS(overlay_base, backend="overlayfs")
+    probe = rfs.probe("overlayfs")
+    assert not probe.supported
+    assert probe.reason is not None
+    assert "EINVAL" in probe.reason and "on overlay mounted at" in probe.reason
+    with pytest.raises(RootFSError) as exc:
+        rfs.generate(prototype)
+    assert exc.value.error_id is ErrorId.ErrBackendUnsupported
+    assert_base_dir_clean(overlay_base)
+
+
+def _overlay_mount_call(base: str) -> int:
+    """The 1-based number of the probe's overlay mount(2) among its calls."""
+    faulty = FaultySyscalls()
+    assert RootFS(base, backend="overlayfs", syscalls=faulty).probe("overlayfs").supported
+    [number] = [n for n, c in enumerate(faulty.calls, 1) if c.name == "mount" and c.args[2] == "overlay"]
+    return number
+
+
+@pytest.mark.parametrize(
+    ("error", "words"),
+    [
+        (errno.ENODEV, ["ENODEV", "no overlay filesystem", "modprobe overlay"]),
+        (errno.EPERM, ["EPERM", "CAP_SYS_ADMIN"]),
+        (errno.EINVAL, ["EINVAL", "{fs}", "cannot hold an upper layer"]),
+        (errno.EIO, ["EIO", "{fs}"]),
+    ],
+)
+def test_probe_explains_a_failed_mount(base_dir: str, error: int, words: list[str]) -> None:
+    faulty = FaultySyscalls(fail_on={_overlay_mount_call(base_dir)}, error=error)
+    probe = RootFS(base_dir, backend="overlayfs", syscalls=faulty).probe("overlayfs")
+    assert not probe.supported and probe.reason is not None
+    fs = backend.filesystem_of(base_dir)
+    assert not fs.startswith("an unknown")
+    for word in words:
+        assert word.format(fs=fs) in probe.reason
+    assert_base_dir_clean(base_dir)
+
+
+def test_probe_fails_cleanly_at_every_step(base_dir: str) -> None:
+    """A fault while building says "unsupported" and leaves nothing; a fault
+    while undoing says so too and leaves what the next RootFS sweeps."""
+    clean = FaultySyscalls()
+    assert RootFS(base_dir, backend="overlayfs", syscalls=clean).probe("overlayfs").supported
+    assert [c.name for c in clean.calls].count("mount") == 1
+    for number, call in enumerate(clean.calls, 1):
+        faulty = FaultySyscalls(fail_on={number})
+        probe = RootFS(base_dir, backend="overlayfs", syscalls=faulty).probe("overlayfs")
+        assert not probe.supported, f"call {number} ({call.name}) failed, yet the probe passed"
+        if call.name in ("umount", "rmdir", "remove_tree"):
+            RootFS(base_dir, backend="overlayfs")  # sweeps the interrupted probe
+        assert_base_dir_clean(base_dir)
