@@ -42,7 +42,7 @@ def parse_dirs(value: str) -> list[Patch]:
     for item in value.split(","):
         text = item.strip()
         optional = text.endswith("?")
-        text = text.removesuffix("?")
+        text = text.removesuffix("?").rstrip()
         parts = [p for p in text.split("/") if p not in ("", ".")]
         if text.startswith("/") or ".." in parts or not parts:
             raise RootFSError(

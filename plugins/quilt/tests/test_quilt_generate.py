@@ -125,7 +125,7 @@ def test_bad_dirs_are_refused_before_anything_is_made(quilt: RootFS, prototype: 
 
 
 def test_parse_dirs_normalises_and_marks_optional() -> None:
-    assert backend.parse_dirs("./etc/, usr//local?,tmp") == [
+    assert backend.parse_dirs("./etc/, usr//local ?,tmp") == [
         backend.Patch("etc", False),
         backend.Patch("usr/local", True),
         backend.Patch("tmp", False),
