@@ -1,0 +1,128 @@
+"""Every step of generate and remove made to fail once, and a root in use:
+a failed generate leaves nothing, a failed remove keeps its record and a
+second remove finishes the job."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from rootfs_core import ErrorId, RootFS, RootFSError
+from rootfs_core.testing.checks import mounts_below, tree_checksum
+from rootfs_core.testing.faults import Call, FaultySyscalls
+from rootfs_core.testing.fixtures import assert_base_dir_clean
+
+
+def probed(base_dir: str) -> tuple[RootFS, FaultySyscalls]:
+    """A RootFS whose probe already ran, so its calls count from generate on."""
+    faulty = FaultySyscalls()
+    rfs = RootFS(base_dir, backend="overlayfs", syscalls=faulty)
+    assert rfs.probe("overlayfs").supported
+    faulty.calls.clear()
+    return rfs, faulty
+
+
+def expected_error(call: Call, root: str) -> ErrorId:
+    """The id a failure of ``call`` must be reported with."""
+    target = str(call.args[1] if call.name == "mount" else call.args[0])
+    if call.name == "mount":
+        return ErrorId.ErrBindMountRoot if target == root else ErrorId.ErrCreateTempDir
+    if call.name == "umount":
+        return ErrorId.ErrUnmountRoot if target == root else ErrorId.ErrUnmountSubdir
+    if call.name in ("rmdir", "remove_tree"):
+        return ErrorId.ErrRemoveMountDir
+    return ErrorId.ErrCreateMountDir if target == root else ErrorId.ErrCreateTempDir
+
+
+@pytest.mark.parametrize("size", [None, "16M"])
+def test_generate_makes_exactly_its_plan(base_dir: str, prototype: str, size: str | None) -> None:
+    rfs, faulty = probed(base_dir)
+    root = rfs.generate(prototype, size=size)
+    instance = os.path.dirname(root)
+    layer = f"{instance}/layer/" if size else f"{instance}/"
+    plan = [(c.name, c.args[1] if c.name == "mount" else c.args[0]) for c in faulty.calls]
+    tmpfs = [("mkdir", f"{instance}/layer"), ("chmod", f"{instance}/layer"), ("mount", f"{instance}/layer")]
+    assert plan == [
+        ("mkdir", instance),
+        ("chmod", instance),
+        ("mkdir", root),
+        ("chmod", root),
+        *(tmpfs if size else []),
+        ("mkdir", f"{layer}upper"),
+        ("chmod", f"{layer}upper"),
+        ("mkdir", f"{layer}work"),
+        ("chmod", f"{layer}work"),
+        ("mount", root),
+    ]
+    faulty.calls.clear()
+    rfs.remove(root)
+    assert [(c.name, c.args[0]) for c in faulty.calls] == [
+        ("umount", root),
+        ("remove_tree", f"{layer}work"),
+        ("remove_tree", f"{layer}upper"),
+        *([("umount", f"{instance}/layer"), ("rmdir", f"{instance}/layer")] if size else []),
+        ("rmdir", root),
+        ("rmdir", instance),
+    ]
+
+
+@pytest.mark.parametrize("size", [None, "16M"])
+def test_generate_fails_cleanly_at_every_step(base_dir: str, prototype: str, size: str | None) -> None:
+    rfs, faulty = probed(base_dir)
+    clean_root = rfs.generate(prototype, size=size)
+    calls = list(faulty.calls)
+    rfs.remove(clean_root)
+    before = tree_checksum(prototype)
+    for number, call in enumerate(calls, 1):
+        rfs, faulty = probed(base_dir)
+        faulty.fail_on = {number}
+        with pytest.raises(RootFSError) as exc:
+            rfs.generate(prototype, size=size)
+        wanted = expected_error(call, clean_root)
+        assert exc.value.error_id is wanted, f"call {number} ({call.name}): {exc.value}"
+        assert exc.value.cleanup_errors == []
+        assert rfs.instances() == []
+        assert_base_dir_clean(base_dir)
+        assert tree_checksum(prototype) == before
+
+
+@pytest.mark.parametrize("size", [None, "16M"])
+def test_remove_fails_cleanly_at_every_step(base_dir: str, prototype: str, size: str | None) -> None:
+    rfs, faulty = probed(base_dir)
+    clean_root = rfs.generate(prototype, size=size)
+    faulty.calls.clear()
+    rfs.remove(clean_root)
+    calls = list(faulty.calls)
+    for number, call in enumerate(calls, 1):
+        rfs, faulty = probed(base_dir)
+        root = rfs.generate(prototype, size=size)
+        with open(f"{root}/etc/written", "wb") as fh:
+            fh.write(b"data in the upper layer\n")
+        faulty.calls.clear()
+        faulty.fail_on = {number}
+        with pytest.raises(RootFSError) as exc:
+            rfs.remove(root)
+        assert exc.value.error_id is expected_error(call, clean_root), (
+            f"call {number} ({call.name}): {exc.value}"
+        )
+        assert [i.root for i in rfs.instances()] == [root]  # the record is kept
+        RootFS(base_dir, backend="overlayfs").remove(root)  # real syscalls finish the job
+        assert_base_dir_clean(base_dir)
+
+
+def test_busy_root_is_not_removed_until_released(rfs: RootFS, base_dir: str, prototype: str) -> None:
+    root = rfs.generate(prototype)
+    with subprocess.Popen(["sleep", "60"], cwd=root) as proc:
+        try:
+            with pytest.raises(RootFSError) as exc:
+                rfs.remove(root)
+            assert exc.value.error_id is ErrorId.ErrRootBusy
+            assert mounts_below(root) == [root]
+            assert [(i.root, i.state) for i in rfs.instances()] == [(root, "ready")]
+            assert os.listdir(f"{root}/etc")  # untouched: nothing was deleted
+        finally:
+            proc.kill()
+    rfs.remove(root)
+    assert_base_dir_clean(base_dir)
