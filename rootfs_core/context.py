@@ -21,6 +21,9 @@ from rootfs_core.syscalls import MS_BIND, MS_RDONLY, MS_REMOUNT, Syscalls
 
 log = logging.getLogger("rootfs")
 
+# statvfs's ST_* bits that have the same value as mount(2)'s MS_* flags.
+_KEPT_FLAGS = os.ST_NOSUID | os.ST_NODEV | os.ST_NOEXEC | os.ST_NOATIME | os.ST_NODIRATIME | os.ST_RELATIME
+
 
 class BuildContext:
     """One instance under construction (or a throw-away probe instance).
@@ -118,16 +121,24 @@ class BuildContext:
             raise RootFSError(error, f"cannot mount {target} with {argv[0]}", cause=exc) from exc
 
     def bind(self, source: str, target: str, *, readonly: bool = False, error: ErrorId | None = None) -> None:
-        """Bind-mount ``source`` on ``target`` (not recursively), read-only if asked."""
+        """Bind-mount ``source`` on ``target`` (not recursively), read-only if asked.
+
+        The read-only remount keeps the flags the bind inherited (nosuid,
+        nodev, noexec, atime): dropping them would lift a protection the
+        prototype's filesystem had, and the kernel refuses it in a user
+        namespace anyway.
+        """
+        if error is None:
+            is_root = os.path.normpath(target) == self.root
+            error = ErrorId.ErrBindMountRoot if is_root else ErrorId.ErrBindMountSubdir
         self.mount(source, target, "", flags=MS_BIND, error=error)
         if readonly:
             log.info("remount read-only %s", target)
             try:
-                self.syscalls.mount("", target, "", MS_REMOUNT | MS_BIND | MS_RDONLY, "")
+                kept = os.statvfs(target).f_flag & _KEPT_FLAGS
+                self.syscalls.mount("", target, "", MS_REMOUNT | MS_BIND | MS_RDONLY | kept, "")
             except OSError as exc:
-                raise RootFSError(
-                    error or ErrorId.ErrBindMountRoot, f"cannot make {target} read-only", cause=exc
-                ) from exc
+                raise RootFSError(error, f"cannot make {target} read-only", cause=exc) from exc
 
     def fail(self, error: ErrorId, message: str) -> NoReturn:
         """Give up with an error id; the core undoes what was done."""

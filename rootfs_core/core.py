@@ -234,7 +234,10 @@ class RootFS:
         verdict = self._probe_cache.get(name, backend.target, self.base_dir) if self._probe_cache else None
         if verdict is None:
             verdict = self._run_probe(name)
-            if self._probe_cache:
+            # Only a success is remembered: a failure may be mended at any
+            # time (a module loaded, a package installed) and costs little to
+            # find again.
+            if self._probe_cache and verdict.supported:
                 self._probe_cache.put(name, backend.target, self.base_dir, verdict)
         self._probes[name] = verdict
         return verdict

@@ -4,9 +4,9 @@ A forced choice comes from, in order, the ``backend`` argument (``--backend``),
 the ``ROOTFS_BACKEND`` variable, or ``backend = "..."`` in the configuration
 file (``/etc/rootfs/config.toml``, or the path in ``ROOTFS_CONFIG``). A forced
 backend is still probed, so it fails with its reason instead of half-way
-through a mount. Probe verdicts are cached per backend, base-directory
-filesystem and user under ``/run`` and keyed by the boot id, so a reboot (or
-a new kernel) always re-probes.
+through a mount. Successful probe verdicts are cached per backend,
+base-directory filesystem and user under ``/run`` and keyed by the boot id,
+so a reboot (or a new kernel) always re-probes.
 """
 
 from __future__ import annotations

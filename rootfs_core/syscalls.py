@@ -15,6 +15,7 @@ import errno
 import os
 import shutil
 import subprocess
+import sys
 from typing import Protocol, runtime_checkable
 
 # mount(2) flags (linux/mount.h)
@@ -196,16 +197,18 @@ class LinuxSyscalls:
     def copy_tree(self, source: str, target: str) -> None:
         # GNU cp -a recreates device nodes, fifos and sockets instead of reading
         # them, and keeps owners, modes, times, hardlinks, xattrs and ACLs;
-        # --reflink=auto makes it nearly free on btrfs and xfs.
-        proc = subprocess.run(
-            ["cp", "-a", "--reflink=auto", "--no-target-directory", "--", source + "/.", target],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            check=False,
+        # --reflink=auto makes it nearly free on btrfs and xfs. -x stays out of
+        # filesystems mounted inside the prototype (a live /proc, say), which
+        # the root's non-recursive bind does not show either.
+        argv = ["cp", "-a", "-x", "--reflink=auto", "--no-target-directory", "--", source + "/.", target]
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
+        if sys.stderr.isatty():
+            _show_progress(proc, source, target)
+        _, err = proc.communicate()
         if proc.returncode != 0:
-            message = proc.stderr.decode(errors="replace").strip()
+            message = err.decode(errors="replace").strip()
             code = errno.ENOSPC if "No space left" in message else errno.EIO
             raise OSError(code, f"cp -a failed: {message}", source)
 
@@ -240,3 +243,33 @@ def _clear_dir(dir_fd: int, mnt_id: int, where: str) -> None:
         finally:
             os.close(child)
         os.rmdir(name, dir_fd=dir_fd)
+
+
+def _show_progress(proc: subprocess.Popen[bytes], source: str, target: str) -> None:
+    """For a person watching a long copy: bytes copied so far, on one line.
+
+    Silent for copies that finish within a second. The amount copied is read
+    from the target filesystem's free space, which costs nothing per file
+    (and is only approximate when something else writes there too).
+    """
+    try:
+        proc.wait(timeout=1.0)
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    total = sum(os.lstat(os.path.join(d, f)).st_size for d, _, files in os.walk(source) for f in files)
+    st = os.statvfs(target)
+    free_before = st.f_bavail * st.f_frsize
+    name = os.path.basename(source.rstrip("/")) or source
+    while True:
+        try:
+            proc.wait(timeout=0.5)
+            break
+        except subprocess.TimeoutExpired:
+            st = os.statvfs(target)
+            done = max(0, free_before - st.f_bavail * st.f_frsize)
+            percent = min(100, done * 100 // total) if total else 100
+            sys.stderr.write(f"\rrootfs: copying {name}: {done >> 20} of {total >> 20} MiB ({percent}%)")
+            sys.stderr.flush()
+    sys.stderr.write("\r\033[K")
+    sys.stderr.flush()

@@ -116,18 +116,20 @@ def test_real_discovery_isolates_broken_plugins(base_dir: str, discovery_path: s
     assert not names["bad-hooks"].supported
 
 
-def test_probe_cache_is_used_and_keyed(
+def test_probe_cache_keeps_successes_keyed_by_boot(
     base_dir: str, registry: Registry, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     cache = tmp_path / "cache"
     monkeypatch.setenv("ROOTFS_PROBE_CACHE", str(cache))
     assert RootFS(base_dir, registry=registry).probe("refuses").supported is False
-    files = os.listdir(cache)
-    assert any(f.startswith("refuses-") for f in files)
-    # A cached verdict is believed (here: forged to "supported")...
-    path = cache / next(f for f in files if f.startswith("refuses-"))
-    path.write_text(path.read_text().replace('"supported": false', '"supported": true'))
-    assert RootFS(base_dir, registry=registry).probe("refuses").supported is True
+    assert not cache.exists()  # a failure is not remembered: it may be mended any time
+    assert RootFS(base_dir, registry=registry).probe("bindtest").supported is True
+    (name,) = os.listdir(cache)
+    assert name.startswith("bindtest-")
+    # A cached verdict is believed (here: forged to "unsupported")...
+    path = cache / name
+    path.write_text(path.read_text().replace('"supported": true', '"supported": false'))
+    assert RootFS(base_dir, registry=registry).probe("bindtest").supported is False
     # ...but not after a reboot (another boot id).
     path.write_text(path.read_text().replace('"boot_id": "', '"boot_id": "x'))
-    assert RootFS(base_dir, registry=registry).probe("refuses").supported is False
+    assert RootFS(base_dir, registry=registry).probe("bindtest").supported is True
