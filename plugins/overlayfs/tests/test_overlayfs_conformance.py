@@ -1,0 +1,15 @@
+"""The behaviour every backend must have: rootfs-core's conformance suite,
+against real overlay mounts and against simulated ones."""
+
+from __future__ import annotations
+
+from rootfs_core.testing.conformance import BackendConformance
+
+
+class TestConformance(BackendConformance):
+    backend = "overlayfs"
+
+
+class TestConformanceFaked(BackendConformance):
+    backend = "overlayfs"
+    real_mounts = False
