@@ -65,6 +65,10 @@ class Registry:
             broken[entry_point.name] = (entry_point.value, f"{type(exc).__name__}: {exc}")
             log.info("backend %s failed to load: %s", entry_point.name, exc)
 
+        # stevedore keeps the group's entry points for the life of the process;
+        # a long-running caller that installs a backend must see it on its next
+        # RootFS, so each discovery starts from the installed metadata.
+        ExtensionManager.ENTRY_POINT_CACHE.pop(ENTRY_POINT_GROUP, None)
         manager: Any = ExtensionManager(ENTRY_POINT_GROUP, on_load_failure_callback=failed)
         plugins = {ext.name: (ext.entry_point_target, ext.plugin) for ext in manager}
         return cls(plugins, broken)
