@@ -34,6 +34,7 @@ _PROBE_LOWER = {"file": b"lower\n", "dir/inner": b"inner\n"}
 
 @hookimpl
 def rootfs_backend_info() -> BackendInfo:
+    """The top of the in-tree priorities (README.md says why) and one option."""
     return BackendInfo(
         PRIORITY,
         "kernel overlay filesystem: the prototype as lower layer under a per-instance upper",
@@ -43,6 +44,7 @@ def rootfs_backend_info() -> BackendInfo:
 
 @hookimpl
 def rootfs_generate(ctx: BuildContext) -> None:
+    """Validate ``size`` first, so a bad value fails before anything is mounted."""
     size = ctx.options.get("size")
     mount_overlay(ctx, ctx.prototype, None if size is None else parse_size(size))
 
@@ -157,10 +159,10 @@ def explain(exc: RootFSError, instance_dir: str) -> str:
         )
     elif cause.errno == errno.EINVAL:
         why = (
-            f"the kernel refused the layers: the base directory is on {filesystem_of(instance_dir)}, which "
-            "cannot hold an upper layer (overlay, NFS and other remote filesystems cannot; it needs trusted "
-            "xattrs, whiteouts and d_type), or the kernel predates redirect_dir, index or xino (Linux 4.17); "
-            "dmesg says which"
+            f"the kernel refused the layers: either the base directory's filesystem "
+            f"({filesystem_of(instance_dir)}) cannot hold an upper layer (overlay, NFS and other remote "
+            "filesystems cannot; it needs trusted xattrs, whiteouts and d_type), or the kernel predates "
+            "redirect_dir, index or xino (Linux 4.17); dmesg says which"
         )
     else:
         why = f"mounting an overlay with its upper layer on {filesystem_of(instance_dir)} failed"

@@ -173,7 +173,7 @@ def test_base_dir_on_overlay_is_unsupported_and_says_why(overlay_base: str, prot
     probe = rfs.probe("overlayfs")
     assert not probe.supported
     assert probe.reason is not None
-    assert "EINVAL" in probe.reason and "on overlay mounted at" in probe.reason
+    assert "EINVAL" in probe.reason and "(overlay mounted at" in probe.reason
     with pytest.raises(RootFSError) as exc:
         rfs.generate(prototype)
     assert exc.value.error_id is ErrorId.ErrBackendUnsupported
