@@ -201,13 +201,18 @@ def _cmd_backends(args: argparse.Namespace) -> None:
 
 
 def _cmd_gc(args: argparse.Namespace) -> None:
-    swept = _open(args).gc(dry_run=args.dry_run)
+    report = _open(args).gc(dry_run=args.dry_run)
     verb = "would clean up" if args.dry_run else "cleaned up"
-    _emit(
-        args,
-        {"dry_run": args.dry_run, "instances": swept},
-        f"{verb} {len(swept)} instance(s) {' '.join(swept)}",
-    )
+    lines = [f"{verb} incomplete instance {i}" for i in report.instances]
+    lines += [f"{verb} unexplained mount {p}" for p in report.unmounted]
+    lines += [f"{verb} orphan directory {p}" for p in report.orphans]
+    data = {
+        "dry_run": args.dry_run,
+        "instances": report.instances,
+        "unmounted": report.unmounted,
+        "orphans": report.orphans,
+    }
+    _emit(args, data, "\n".join(lines) or "nothing to clean up")
 
 
 def _cmd_sample(args: argparse.Namespace) -> None:

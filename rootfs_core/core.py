@@ -22,7 +22,7 @@ import stat
 import time
 from collections.abc import Iterator
 
-from rootfs_core import paths, teardown
+from rootfs_core import mounttable, paths, teardown
 from rootfs_core.context import BuildContext, RemoveContext
 from rootfs_core.errors import ErrorId, ImplErrorId, RootFSError
 from rootfs_core.hookspecs import Probe
@@ -47,6 +47,15 @@ class Instance:
     state: str  # "ready", or "incomplete" while being made or removed, or after a crash
     created: float
     options: dict[str, str]
+
+
+@dataclasses.dataclass
+class GcReport:
+    """What ``RootFS.gc`` cleaned up (or, in a dry run, would)."""
+
+    instances: list[str]  # ids of incomplete instances taken apart
+    unmounted: list[str]  # mount points no record explained
+    orphans: list[str]  # instance directories with no record, deleted
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,12 +165,42 @@ class RootFS:
             dict(record.options),
         )
 
-    def gc(self, *, dry_run: bool = False) -> list[str]:
-        """Take apart incomplete instances whose process died; return their ids.
+    def gc(self, *, dry_run: bool = False) -> GcReport:
+        """Clean up after crashes; with ``dry_run`` only say what would go.
 
-        Instances being worked on by a live process, and ready ones, are
-        left alone.
+        Takes apart incomplete instances whose process died (live ones are
+        left alone), then unmounts mounts below the base directory that no
+        record explains and deletes instance directories that have no record.
+        Ready instances are never touched.
         """
+        report = GcReport(self._sweep_incomplete(dry_run=dry_run), [], [])
+        # Dirs and mounts are listed before the records are read: an instance
+        # whose record is written after that (a generate starting now) cannot
+        # be in these lists, because a record is written before its directory.
+        names = sorted(os.listdir(self.base_dir))
+        mounted = mounttable.mounts_below(self.base_dir)
+        recorded = set(self._store.ids())
+        for name in names:
+            if not is_instance_id(name) or name in recorded:
+                continue
+            instance_dir = self._store.instance_dir(name)
+            below = [p for p in mounted if paths.is_within(p, instance_dir)]
+            report.unmounted += below
+            report.orphans.append(instance_dir)
+            if dry_run:
+                continue
+            for point in reversed(below):  # deepest (latest) first
+                teardown.unmount(point, ErrorId.ErrUnmountSubdir, self.syscalls)
+            try:
+                self.syscalls.remove_tree(instance_dir)
+            except OSError as exc:
+                raise RootFSError(
+                    ErrorId.ErrRemoveMountDir, f"cannot delete {instance_dir}", cause=exc
+                ) from exc
+        return report
+
+    def _sweep_incomplete(self, *, dry_run: bool = False) -> list[str]:
+        """Take apart the incomplete instances whose owner is gone."""
         swept = []
         for instance_id in list(self._store.incomplete_ids()):
             claim = self._store.claim_abandoned(instance_id)
@@ -333,7 +372,7 @@ class RootFS:
         if next(self._store.incomplete_ids(), None) is None:
             return
         try:
-            swept = self.gc()
+            swept = self._sweep_incomplete()
         except RootFSError as exc:
             log.warning("could not clean up an interrupted instance: %s (run `rootfs gc`)", exc)
             return

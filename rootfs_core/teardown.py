@@ -15,7 +15,6 @@ import errno
 import logging
 import os
 import time
-from collections.abc import Callable
 
 from rootfs_core import paths
 from rootfs_core.errors import ErrorId, RootFSError
@@ -41,9 +40,9 @@ def _undo_step(step: Step, instance_dir: str, syscalls: Syscalls) -> None:
     if not paths.is_within(step.path, instance_dir):
         raise RootFSError(ErrorId.ErrNotOurRoot, f"journal names {step.path}, outside {instance_dir}")
     if step.op == "mount":
-        _unmount(step.path, error, syscalls, lambda: syscalls.umount(step.path, UMOUNT_NOFOLLOW))
+        unmount(step.path, error, syscalls)
     elif step.op == "fuse-mount":
-        _unmount(step.path, error, syscalls, lambda: syscalls.fuse_unmount(step.path))
+        unmount(step.path, error, syscalls, fuse=True)
     elif step.op == "dir":
         log.info("rmdir %s", step.path)
         try:
@@ -64,7 +63,10 @@ def _undo_step(step: Step, instance_dir: str, syscalls: Syscalls) -> None:
         raise RootFSError(ErrorId.ErrRecord, f"unknown step {step.op!r} in the journal")
 
 
-def _unmount(target: str, error: ErrorId, syscalls: Syscalls, unmount: Callable[[], None]) -> None:
+def unmount(target: str, error: ErrorId, syscalls: Syscalls, *, fuse: bool = False) -> None:
+    """Unmount ``target`` if it is a mount point, retrying while busy, and
+    confirm it is one no more; ``fuse`` uses fusermount3, which needs no
+    privilege."""
     try:
         if not syscalls.is_mountpoint(target):
             return
@@ -76,7 +78,10 @@ def _unmount(target: str, error: ErrorId, syscalls: Syscalls, unmount: Callable[
     for attempt in range(1, UNMOUNT_TRIES + 1):
         log.info("umount %s", target)
         try:
-            unmount()
+            if fuse:
+                syscalls.fuse_unmount(target)
+            else:
+                syscalls.umount(target, UMOUNT_NOFOLLOW)
             break
         except OSError as exc:
             if exc.errno == errno.EINVAL:  # not mounted (any more)

@@ -122,4 +122,4 @@ def test_usage_errors_exit_2(cli_env: None, base_dir: str, args: list[str]) -> N
 def test_gc_json(cli_env: None, base_dir: str) -> None:
     out = rootfs("gc", "--dry-run", "--json", base_dir=base_dir)
     assert out.returncode == 0
-    assert json.loads(out.stdout) == {"dry_run": True, "instances": []}
+    assert json.loads(out.stdout) == {"dry_run": True, "instances": [], "unmounted": [], "orphans": []}

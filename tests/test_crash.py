@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from rootfs_core import RootFS
+from rootfs_core.core import GcReport
 from rootfs_core.registry import Registry
 from rootfs_core.store import Store
 from rootfs_core.testing.checks import mounts_below
@@ -19,6 +20,7 @@ from rootfs_core.testing.checks import mounts_below
 SCRIPT = """
 import sys
 from rootfs_core import RootFS
+from rootfs_core.core import GcReport
 RootFS(sys.argv[1], backend="crashy").generate(sys.argv[2], crash_after=sys.argv[3])
 """
 
@@ -41,7 +43,7 @@ def test_gc_sweeps_a_killed_generate(
     assert mounts_below(base_dir) == [ready, ready + "/etc", ready + "/tmp"]
     with open(os.path.join(ready, "etc/hostname")) as fh:  # the finished one still works
         assert fh.read() == "prototype\n"
-    assert rfs.gc() == []
+    assert rfs.gc() == GcReport([], [], [])
     rfs.remove(ready)
 
 
@@ -63,6 +65,35 @@ def test_gc_leaves_an_instance_a_live_process_is_building(
     root = rfs.generate(prototype)
     instance_id = os.path.basename(os.path.dirname(root))
     with Store(base_dir).claim(instance_id):  # as a remove in progress would
-        assert RootFS(base_dir, registry=registry).gc() == []
+        assert RootFS(base_dir, registry=registry).gc().instances == []
         assert os.path.isdir(root)
     rfs.remove(root)
+
+
+def test_gc_unmounts_and_deletes_what_no_record_explains(
+    base_dir: str, registry: Registry, prototype: str
+) -> None:
+    rfs = RootFS(base_dir, registry=registry, backend="bindtest")
+    kept = rfs.generate(prototype)
+    lost = rfs.generate(prototype)
+    lost_id = os.path.basename(os.path.dirname(lost))
+    os.unlink(os.path.join(base_dir, ".rootfs/records", lost_id + ".json"))  # as if the record were lost
+    stray = os.path.join(base_dir, "0123456789ab")  # an instance dir with nothing at all
+    os.makedirs(os.path.join(stray, "root"))
+    not_ours = os.path.join(base_dir, "not-an-instance")
+    os.mkdir(not_ours)
+
+    dry = rfs.gc(dry_run=True)
+    assert dry.unmounted == [lost, lost + "/etc", lost + "/tmp"]
+    assert dry.orphans == [stray, os.path.dirname(lost)] or dry.orphans == [os.path.dirname(lost), stray]
+    assert mounts_below(lost)  # a dry run touches nothing
+
+    report = rfs.gc()
+    assert report.instances == [] and sorted(report.unmounted) == sorted(dry.unmounted)
+    assert (
+        mounts_below(lost) == [] and not os.path.exists(os.path.dirname(lost)) and not os.path.exists(stray)
+    )
+    assert os.path.isdir(not_ours)  # not named like an instance: not ours to delete
+    assert [i.root for i in rfs.instances()] == [kept] and mounts_below(kept)
+    os.rmdir(not_ours)
+    rfs.remove(kept)

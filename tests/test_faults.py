@@ -111,9 +111,9 @@ def test_failed_rollback_is_reported_and_gc_finishes(
     assert mounts_below(base_dir)  # still mounted, so nothing below was deleted
     assert os.path.isfile(os.path.join(instance.root, "etc/hostname"))
     faulty.fail_on = set()
-    assert rfs.gc(dry_run=True) == [instance.id]
+    assert rfs.gc(dry_run=True).instances == [instance.id]
     assert rfs.instances() == [instance]
-    assert rfs.gc() == [instance.id]
+    assert rfs.gc().instances == [instance.id]
     assert rfs.instances() == []
     assert mounts_below(base_dir) == []
 

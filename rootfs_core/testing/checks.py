@@ -6,34 +6,9 @@ import hashlib
 import os
 import stat
 
+from rootfs_core.mounttable import mount_points, mounts_below
 
-def mount_points() -> list[str]:
-    """Every mount point of this mount namespace (decoded octal escapes)."""
-    points = []
-    with open("/proc/self/mountinfo", "rb") as fh:
-        for line in fh:
-            raw = line.split(b" ")[4]
-            points.append(os.fsdecode(_unescape(raw)))
-    return points
-
-
-def mounts_below(path: str) -> list[str]:
-    """Mount points at or below ``path``."""
-    prefix = path.rstrip("/") + "/"
-    return [p for p in mount_points() if p == path or p.startswith(prefix)]
-
-
-def _unescape(raw: bytes) -> bytes:
-    out = bytearray()
-    i = 0
-    while i < len(raw):
-        if raw[i] == 0x5C and len(raw[i + 1 : i + 4]) == 3 and raw[i + 1 : i + 4].isdigit():
-            out.append(int(raw[i + 1 : i + 4], 8))
-            i += 4
-        else:
-            out.append(raw[i])
-            i += 1
-    return bytes(out)
+__all__ = ["mount_points", "mounts_below", "tree_checksum"]
 
 
 def tree_checksum(path: str) -> str:

@@ -1,0 +1,40 @@
+"""Reading the mount table, for the rare operations that need all of it.
+
+Generate and remove never read it: they know their mounts from the journal
+and confirm each with statx, so their cost does not grow with the number of
+live instances. Only ``gc`` (mounts no record explains) and the tests scan it.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def mount_points() -> list[str]:
+    """Every mount point of this mount namespace, in mount order."""
+    points = []
+    with open("/proc/self/mountinfo", "rb") as fh:
+        for line in fh:
+            points.append(os.fsdecode(_unescape(line.split(b" ")[4])))
+    return points
+
+
+def mounts_below(path: str) -> list[str]:
+    """Mount points at or below ``path``, in mount order."""
+    prefix = path.rstrip("/") + "/"
+    return [p for p in mount_points() if p == path or p.startswith(prefix)]
+
+
+def _unescape(raw: bytes) -> bytes:
+    """mountinfo writes space, tab, newline and backslash as ``\\ooo``."""
+    out = bytearray()
+    i = 0
+    while i < len(raw):
+        code = raw[i + 1 : i + 4]
+        if raw[i] == 0x5C and len(code) == 3 and code.isdigit():
+            out.append(int(code, 8))
+            i += 4
+        else:
+            out.append(raw[i])
+            i += 1
+    return bytes(out)
