@@ -193,6 +193,8 @@ class RootFS:
                 teardown.unmount(point, ErrorId.ErrUnmountSubdir, self.syscalls)
             try:
                 self.syscalls.remove_tree(instance_dir)
+            except FileNotFoundError:
+                pass  # a remove finished meanwhile
             except OSError as exc:
                 raise RootFSError(
                     ErrorId.ErrRemoveMountDir, f"cannot delete {instance_dir}", cause=exc
