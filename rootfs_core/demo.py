@@ -43,6 +43,8 @@ def run_demo(rfs: RootFS, *, quiet: bool = False) -> dict[str, Any]:
         print(f"  root {root} (backend {instance.backend})")
     step("write /tmp/hello.txt inside the root", lambda: _write(root, "tmp/hello.txt", "hello from rootfs\n"))
     ran = step("run /bin/sh inside the root (chroot)", lambda: _run_inside(root))
+    if not quiet and ran:
+        print("".join(f"  | {line}\n" for line in ran.splitlines()), end="")
     step("remove", lambda: rfs.remove(root))
     left = mounts_below(os.path.dirname(root)) + ([root] if os.path.lexists(root) else [])
     unchanged = tree_checksum(prototype) == before
