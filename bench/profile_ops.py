@@ -1,9 +1,9 @@
 """Where the library's time goes: cProfile of generate+remove cycles, and the
 calls that docs/performance.md counts per cycle.
 
-    python bench/profile.py overlayfs          # 300 cycles, top functions by own time
-    python bench/profile.py quilt --cycles 40
-    python bench/profile.py cli                # one `rootfs generate` + `remove`, in-process
+    python bench/profile_ops.py overlayfs          # 300 cycles, top functions by own time
+    python bench/profile_ops.py quilt --cycles 40
+    python bench/profile_ops.py cli                # one `rootfs generate` + `remove`, in-process
 
 Counts per cycle (record writes, statx, mkdir, ...) come from the profile, so
 they hold on any machine; the times are inflated by cProfile and only say

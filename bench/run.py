@@ -62,7 +62,7 @@ class Settings:
     def make(cls, quick: bool, debootstrap: bool) -> Settings:
         if quick:
             return cls(True, 40, 12, 5, (10, 100), 30, 30, (1, 2, 4), 1.0, False)
-        return cls(False, 300, 60, 25, (10, 100, 1000), 100, 150, (1, 2, 4), 5.0, debootstrap)
+        return cls(False, 300, 60, 25, (10, 30, 100, 300, 1000), 100, 150, (1, 2, 4), 5.0, debootstrap)
 
 
 @dataclass
@@ -113,6 +113,24 @@ def count_mounts() -> int:
     """Lines of the mount table (the host's, not only ours: for the record)."""
     with open("/proc/self/mountinfo", encoding="utf-8") as fh:
         return sum(1 for _ in fh)
+
+
+def code_version() -> str:
+    """The commit of the rootfs_core being measured, and whether its tree had
+    local changes (an editable install measures the working tree as it is)."""
+    import rootfs_core
+
+    where = os.path.dirname(os.path.dirname(os.path.abspath(rootfs_core.__file__)))
+
+    def git(*argv: str) -> str:
+        proc = subprocess.run(["git", "-C", where, *argv], capture_output=True, text=True, check=False)
+        return proc.stdout.strip() if proc.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return f"{where} (not a git checkout)"
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "rootfs_core", "plugins")
+    return f"{where} at {commit}" + (" with local changes" if dirty else "")
 
 
 def log(message: str) -> None:
@@ -661,6 +679,8 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": os.cpu_count() or 0,
             "work_dir": work,
             "mounts_at_start": count_mounts(),
+            "load_at_start": os.getloadavg()[0],
+            "code": code_version(),
         },
     )
     failed = False
@@ -706,6 +726,7 @@ def main(argv: list[str] | None = None) -> int:
             clean = cleanup(work, res)
     res.machine["seconds"] = round(time.monotonic() - started, 1)
     res.machine["mounts_at_end"] = count_mounts()
+    res.machine["load_at_end"] = os.getloadavg()[0]
 
     print(table(res), file=sys.stderr if args.json else sys.stdout, end="")
     if args.markdown and res.ratios:
