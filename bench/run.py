@@ -599,7 +599,7 @@ def plot(res: Results, path: str) -> str | None:
     ax2.set_ylim(0, max(2.0, max(r["lib_ms"] / r["raw_ms"] for r in res.scale) * 1.2))
     lines = ax.get_legend_handles_labels()
     lines2 = ax2.get_legend_handles_labels()
-    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="upper left", fontsize=8)
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="lower right", fontsize=7)
     ax.set_title("rootfs: cost of one more instance vs live instances")
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
