@@ -156,9 +156,9 @@ class LinuxSyscalls:
             _lib().mount(
                 os.fsencode(source),
                 os.fsencode(target),
-                fstype.encode() if fstype else None,
+                os.fsencode(fstype) if fstype else None,
                 flags,
-                data.encode() if data else None,
+                os.fsencode(data) if data else None,
             ),
             "mount",
             target,

@@ -8,6 +8,7 @@ in it; ``prototype`` fails one that changed the prototype by a single bit.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import tempfile
 from collections.abc import Iterator
@@ -15,10 +16,11 @@ from collections.abc import Iterator
 import pytest
 
 from rootfs_core.sample import build_sample, find_busybox
-from rootfs_core.syscalls import UMOUNT_NOFOLLOW, LinuxSyscalls
+from rootfs_core.syscalls import MS_PRIVATE, MS_REC, UMOUNT_NOFOLLOW, LinuxSyscalls
 from rootfs_core.testing.checks import mount_points, mounts_below, tree_checksum
 from rootfs_core.testing.prototypes import make_tiny_prototype
 
+_CLONE_NEWNS = 0x00020000
 SCRATCH_TOP = "/tmp/rootfs-tests"
 # One directory per test process, so that test runs side by side (two
 # developers, xdist workers) never take each other's mounts for leaks.
@@ -122,6 +124,24 @@ def busybox_prototype(_busybox_tree: str) -> Iterator[str]:
     before = tree_checksum(_busybox_tree)
     yield _busybox_tree
     assert tree_checksum(_busybox_tree) == before, "the busybox prototype was modified"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """As root, run the whole test session in a mount namespace of its own.
+
+    The session then sees only the mounts that existed when it started and
+    the ones it makes, so two test runs side by side never take each other's
+    mounts for leaks, and a mount a failed test leaks disappears with the
+    session instead of staying on the host. ``leak_guard`` still fails the
+    test that leaked it. ``ROOTFS_TEST_HOST_NAMESPACE=1`` turns this off.
+    """
+    if os.geteuid() != 0 or os.environ.get("ROOTFS_TEST_HOST_NAMESPACE") == "1":
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(_CLONE_NEWNS) != 0:
+        return  # already confined somewhere that forbids it: test in place
+    # Our mounts must not propagate back to the host's namespace, nor its to us.
+    LinuxSyscalls().mount("none", "/", "", MS_REC | MS_PRIVATE, "")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
