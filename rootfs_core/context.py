@@ -67,18 +67,33 @@ class BuildContext:
         return target
 
     # primitives --------------------------------------------------------
-    def mkdir(self, relative: str, mode: int = 0o755, *, error: ErrorId = ErrorId.ErrCreateTempDir) -> str:
-        """Create an empty directory of the instance; removed with rmdir, so it
-        must be empty again (or a mount point no longer) by then."""
-        return self._make_dir(self.path(relative), mode, "dir", error)
+    def mkdir(
+        self,
+        relative: str,
+        mode: int = 0o755,
+        *,
+        owner: tuple[int, int] | None = None,
+        error: ErrorId = ErrorId.ErrCreateTempDir,
+    ) -> str:
+        """Create an empty directory of the instance (with exactly ``mode``, and
+        ``owner`` as (uid, gid) if given); removed with rmdir, so it must be
+        empty again (or a mount point no longer) by then."""
+        return self._make_dir(self.path(relative), mode, owner, "dir", error)
 
     def scratch_dir(
-        self, relative: str, mode: int = 0o755, *, error: ErrorId = ErrorId.ErrCreateTempDir
+        self,
+        relative: str,
+        mode: int = 0o755,
+        *,
+        owner: tuple[int, int] | None = None,
+        error: ErrorId = ErrorId.ErrCreateTempDir,
     ) -> str:
         """Create a directory whose contents are disposable (an upper layer, a
         writable copy): removed with everything in it, but never across a
-        mount. The backend may write files into it directly."""
-        return self._make_dir(self.path(relative), mode, "tree", error)
+        mount. The backend may write files into it directly. An upper layer
+        should take the prototype root's mode and owner: the merged root
+        shows them."""
+        return self._make_dir(self.path(relative), mode, owner, "tree", error)
 
     def copy_dir(self, source: str, relative: str, *, error: ErrorId = ErrorId.ErrOverlayDir) -> str:
         """A faithful writable copy of directory ``source`` (device nodes
@@ -147,8 +162,8 @@ class BuildContext:
     def make_instance_dirs(self) -> None:
         """Create the instance directory and the empty root (called by the core
         before the backend's hook, so they are journaled like any other step)."""
-        self._make_dir(self.instance_dir, 0o755, "dir", ErrorId.ErrCreateTempDir)
-        self._make_dir(self.root, 0o755, "dir", ErrorId.ErrCreateMountDir)
+        self._make_dir(self.instance_dir, 0o755, None, "dir", ErrorId.ErrCreateTempDir)
+        self._make_dir(self.root, 0o755, None, "dir", ErrorId.ErrCreateMountDir)
 
     # internals ---------------------------------------------------------
     def _journal(self, step: Step) -> None:
@@ -169,7 +184,7 @@ class BuildContext:
             return error
         return ErrorId.ErrBindMountRoot if is_root else ErrorId.ErrBindMountSubdir
 
-    def _make_dir(self, path: str, mode: int, op: str, error: ErrorId) -> str:
+    def _make_dir(self, path: str, mode: int, owner: tuple[int, int] | None, op: str, error: ErrorId) -> str:
         step = Step(op, path, ErrorId.ErrRemoveMountDir.name)
         self._journal(step)
         log.info("mkdir %s", path)
@@ -183,9 +198,11 @@ class BuildContext:
         except OSError as exc:
             raise RootFSError(error, f"cannot create {path}", cause=exc) from exc
         try:
-            self.syscalls.chmod(path, mode)
+            if owner is not None:
+                self.syscalls.chown(path, *owner)
+            self.syscalls.chmod(path, mode)  # after chown, which clears set-id bits
         except OSError as exc:
-            raise RootFSError(error, f"cannot set the mode of {path}", cause=exc) from exc
+            raise RootFSError(error, f"cannot set the mode or owner of {path}", cause=exc) from exc
         return path
 
 

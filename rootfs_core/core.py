@@ -25,15 +25,13 @@ from collections.abc import Iterator
 from rootfs_core import mounttable, paths, teardown
 from rootfs_core.context import BuildContext, RemoveContext
 from rootfs_core.errors import ErrorId, ImplErrorId, RootFSError
-from rootfs_core.hookspecs import Probe
+from rootfs_core.hookspecs import PROBE_PROTOTYPE, Probe
 from rootfs_core.registry import Registry
 from rootfs_core.selection import ProbeCache, forced_backend
 from rootfs_core.store import Claim, Record, Store, is_instance_id
 from rootfs_core.syscalls import LinuxSyscalls, Syscalls
 
 log = logging.getLogger("rootfs")
-
-_PROBE_FILES = {"file": b"lower\n", "dir/inner": b"inner\n"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -301,7 +299,7 @@ class RootFS:
         try:
             with self._instance(name, "", {}, keep=False) as ctx:
                 proto = ctx.scratch_dir("prototype")
-                for relative, content in _PROBE_FILES.items():
+                for relative, content in PROBE_PROTOTYPE.items():
                     os.makedirs(os.path.dirname(os.path.join(proto, relative)), exist_ok=True)
                     with open(os.path.join(proto, relative), "wb") as fh:
                         fh.write(content)

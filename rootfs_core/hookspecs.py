@@ -35,6 +35,10 @@ BAND_COPY = range(100, 200)  # bind mounts and copies, no union: quilt (150)
 BAND_LAST_RESORT = range(1, 100)  # experiments and slow fallbacks
 PRIORITY_RANGE = range(1, 400)
 
+# What ``ctx.prototype`` holds during a probe (path -> content), so a probe
+# can check a write, a delete and a rename through its mount.
+PROBE_PROTOTYPE = {"file": b"lower\n", "dir/inner": b"inner\n"}
+
 
 @dataclasses.dataclass(frozen=True)
 class BackendInfo:

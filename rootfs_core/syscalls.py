@@ -51,6 +51,9 @@ class Syscalls(Protocol):
     def chmod(self, path: str, mode: int) -> None:
         """Set a mode exactly (``mkdir`` is subject to the umask)."""
 
+    def chown(self, path: str, uid: int, gid: int) -> None:
+        """Set the owner of ``path`` (not followed if a symlink)."""
+
     def mount(self, source: str, target: str, fstype: str, flags: int, data: str) -> None:
         """mount(2)."""
 
@@ -150,6 +153,9 @@ class LinuxSyscalls:
 
     def chmod(self, path: str, mode: int) -> None:
         os.chmod(path, mode, follow_symlinks=False)
+
+    def chown(self, path: str, uid: int, gid: int) -> None:
+        os.chown(path, uid, gid, follow_symlinks=False)
 
     def mount(self, source: str, target: str, fstype: str, flags: int, data: str) -> None:
         _check(

@@ -54,6 +54,10 @@ class FaultySyscalls:
         self._call("chmod", path, mode)
         self.inner.chmod(path, mode)
 
+    def chown(self, path: str, uid: int, gid: int) -> None:
+        self._call("chown", path, uid, gid)
+        self.inner.chown(path, uid, gid)
+
     def mount(self, source: str, target: str, fstype: str, flags: int, data: str) -> None:
         self._call("mount", source, target, fstype, flags, data)
         self.inner.mount(source, target, fstype, flags, data)

@@ -16,7 +16,7 @@ import stat
 
 from rootfs_core.context import BuildContext
 from rootfs_core.errors import ErrorId, RootFSError
-from rootfs_core.hookspecs import BackendInfo, Probe, hookimpl
+from rootfs_core.hookspecs import PROBE_PROTOTYPE, BackendInfo, Probe, hookimpl
 from rootfs_core.syscalls import mount_info
 
 PRIORITY = 350  # middle of the kernel-union band: preferred wherever it works
@@ -29,7 +29,6 @@ FEATURES = "redirect_dir=on,index=on,xino=auto"
 _SIZE = re.compile(r"([0-9]+)([kmgt]?)", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _SIZE_MAX = (1 << 63) - 1  # tmpfs parses size into a 64-bit number
-_PROBE_LOWER = {"file": b"lower\n", "dir/inner": b"inner\n"}
 
 
 @hookimpl
@@ -51,18 +50,13 @@ def rootfs_generate(ctx: BuildContext) -> None:
 
 @hookimpl
 def rootfs_probe(ctx: BuildContext) -> Probe:
-    """Mount exactly what generate mounts, over a lower layer of our own, then
-    delete (a whiteout), write and rename a lower directory through it."""
-    lower = ctx.scratch_dir("probe-lower")
-    ctx.scratch_dir("probe-lower/dir")
-    for name, content in _PROBE_LOWER.items():
-        with open(os.path.join(lower, name), "wb") as fh:
-            fh.write(content)
+    """Mount exactly what generate mounts, over the core's probe prototype,
+    then delete (a whiteout), write and rename a lower directory through it."""
     try:
-        mount_overlay(ctx, lower, None)
+        mount_overlay(ctx, ctx.prototype, None)
     except RootFSError as exc:
         return Probe.no(explain(exc, ctx.instance_dir))
-    return check_semantics(ctx.root, lower)
+    return check_semantics(ctx.root, ctx.prototype)
 
 
 def parse_size(text: str) -> int:
@@ -112,8 +106,9 @@ def mount_overlay(ctx: BuildContext, lower: str, size: int | None) -> None:
             data=f"size={size},mode=0700",
             error=ErrorId.ErrCreateTempDir,
         )
-    # The merged root directory takes its mode from the upper directory.
-    ctx.scratch_dir(layer + "upper", stat.S_IMODE(os.stat(lower).st_mode))
+    # The merged root directory takes its mode and owner from the upper directory.
+    top = os.stat(lower)
+    ctx.scratch_dir(layer + "upper", stat.S_IMODE(top.st_mode), owner=(top.st_uid, top.st_gid))
     ctx.scratch_dir(layer + "work", 0o700)
     ctx.mount("rootfs-overlayfs", ctx.root, "overlay", data=data)
 
@@ -131,9 +126,9 @@ def check_semantics(root: str, lower: str) -> Probe:
     except OSError as exc:
         hint = " (the kernel ignored redirect_dir=on)" if exc.errno == errno.EXDEV else ""
         return Probe.no(f"the overlay mounted, but changing it failed: {exc}{hint}")
-    root_ok = sorted(os.listdir(root)) == ["moved", "written"] and moved == _PROBE_LOWER["dir/inner"]
+    root_ok = sorted(os.listdir(root)) == ["moved", "written"] and moved == PROBE_PROTOTYPE["dir/inner"]
     lower_ok = sorted(os.listdir(lower)) == ["dir", "file"]
-    lower_ok = lower_ok and all(os.path.isfile(os.path.join(lower, name)) for name in _PROBE_LOWER)
+    lower_ok = lower_ok and all(os.path.isfile(os.path.join(lower, name)) for name in PROBE_PROTOTYPE)
     if not (root_ok and lower_ok):
         return Probe.no(
             f"the overlay mounted, but a delete, write and rename showed {sorted(os.listdir(root))} in the "

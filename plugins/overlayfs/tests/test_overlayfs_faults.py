@@ -51,6 +51,7 @@ def test_generate_makes_exactly_its_plan(base_dir: str, prototype: str, size: st
         ("chmod", root),
         *(tmpfs if size else []),
         ("mkdir", f"{layer}upper"),
+        ("chown", f"{layer}upper"),
         ("chmod", f"{layer}upper"),
         ("mkdir", f"{layer}work"),
         ("chmod", f"{layer}work"),
