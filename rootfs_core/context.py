@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from typing import NoReturn
 
 from rootfs_core import paths
 from rootfs_core.errors import ErrorId, RootFSError
-from rootfs_core.store import Record, Step
+from rootfs_core.store import Record, Step, Store
 from rootfs_core.syscalls import MS_BIND, MS_RDONLY, MS_REMOUNT, Syscalls
 
 log = logging.getLogger("rootfs")
@@ -35,15 +34,15 @@ class BuildContext:
     ``BackendInfo.options``) and ``syscalls``.
     """
 
-    def __init__(self, record: Record, syscalls: Syscalls, save: Callable[[], None]) -> None:
+    def __init__(self, record: Record, syscalls: Syscalls, store: Store) -> None:
         self.id = record.id
         self.prototype = record.prototype
         self.root = record.root
         self.instance_dir = os.path.dirname(record.root)
         self.options = record.options
         self.syscalls = syscalls
-        self._steps = record.steps
-        self._save = save
+        self._store = store
+        self._record = record
 
     # paths -------------------------------------------------------------
     def path(self, relative: str) -> str:
@@ -167,8 +166,7 @@ class BuildContext:
 
     # internals ---------------------------------------------------------
     def _journal(self, step: Step) -> None:
-        self._steps.append(step)
-        self._save()
+        self._store.append(self._record, step)
 
     def _journal_mount(self, op: str, target: str, error: ErrorId | None) -> ErrorId:
         """Check a mount target and journal the mount; return the error id a
@@ -192,8 +190,8 @@ class BuildContext:
             self.syscalls.mkdir(path, mode)
         except FileExistsError as exc:
             # Not ours: make sure no undo ever deletes it.
-            self._steps.remove(step)
-            self._save()
+            self._record.steps.remove(step)
+            self._store.write(self._record)
             raise RootFSError(error, f"{path} already exists", cause=exc) from exc
         except OSError as exc:
             raise RootFSError(error, f"cannot create {path}", cause=exc) from exc

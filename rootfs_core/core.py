@@ -322,8 +322,8 @@ class RootFS:
         with store.claim(instance_id) as claim:
             record = Record(instance_id, name, prototype, store.root_of(instance_id), time.time(), options)
             try:
-                store.write(record)
-                ctx = BuildContext(record, self.syscalls, lambda: store.write(record))
+                store.create(record)
+                ctx = BuildContext(record, self.syscalls, store)
                 ctx.make_instance_dirs()
                 yield ctx
             except BaseException as exc:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
 
 from rootfs_core.errors import ErrorId, RootFSError
 from rootfs_core.hookspecs import Probe
@@ -27,10 +26,16 @@ def load_config() -> dict[str, str]:
     path = os.environ.get("ROOTFS_CONFIG", DEFAULT_CONFIG)
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            raw = fh.read()
     except FileNotFoundError:
-        return {}
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        return {}  # the usual case: skip even importing the TOML parser
+    except OSError as exc:
+        raise RootFSError(ErrorId.ErrConfig, f"cannot read configuration {path}", cause=exc) from exc
+    import tomllib
+
+    try:
+        data = tomllib.loads(raw.decode())
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise RootFSError(ErrorId.ErrConfig, f"cannot read configuration {path}", cause=exc) from exc
     unknown = set(data) - _CONFIG_KEYS
     if unknown:

@@ -10,7 +10,11 @@ Layout under the read-write base directory::
 
 The record's step list is written *before* each step is taken, so it is at
 once the journal of a generate, the undo log of a failure and the plan of a
-remove: one structure, read three ways. The marker is separate from the record
+remove: one structure, read three ways. A record file is JSON lines: the
+record's header, then one line per step, appended as it is taken (appending
+is what keeps a generate cheap: replacing a file by rename makes ext4 flush
+it to disk, every time). A torn last line, from a process killed mid-write,
+names a step that was never taken, and is ignored. The marker is separate from the record
 so that the sweep for crashed instances lists one small directory instead of
 every record, and its flock tells a crashed owner from a live one.
 """
@@ -23,7 +27,6 @@ import fcntl
 import json
 import os
 import re
-import secrets
 from collections.abc import Iterator
 from typing import Any
 
@@ -61,13 +64,22 @@ class Record:
     options: dict[str, str]
     steps: list[Step] = dataclasses.field(default_factory=list)
 
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    def header(self) -> dict[str, Any]:
+        """The record without its steps: the first line of its file."""
+        return {
+            "id": self.id,
+            "backend": self.backend,
+            "prototype": self.prototype,
+            "root": self.root,
+            "created": self.created,
+            "options": self.options,
+        }
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Record:
-        steps = [Step(**s) for s in data.pop("steps")]
-        return cls(steps=steps, **data)
+
+def _lines(record: Record) -> str:
+    return "".join(
+        json.dumps(item) + "\n" for item in [record.header(), *map(dataclasses.astuple, record.steps)]
+    )
 
 
 def is_instance_id(text: str) -> bool:
@@ -138,19 +150,43 @@ class Store:
     # records -----------------------------------------------------------
     def new_id(self) -> str:
         while True:
-            candidate = secrets.token_hex(6)
+            candidate = os.urandom(6).hex()
             if not os.path.lexists(self.instance_dir(candidate)):
                 return candidate
 
     def _record_path(self, instance_id: str) -> str:
         return os.path.join(self.records_dir, instance_id + ".json")
 
+    def create(self, record: Record) -> None:
+        """Write a new record (it must not exist yet)."""
+        path = self._record_path(record.id)
+        try:
+            with open(path, "x", encoding="utf-8") as fh:
+                fh.write(_lines(record))
+        except OSError as exc:
+            raise RootFSError(ErrorId.ErrRecord, f"cannot write record {path}", cause=exc) from exc
+
+    def append(self, record: Record, step: Step) -> None:
+        """Add ``step`` to the record, on disk first, then in memory."""
+        path = self._record_path(record.id)
+        line = json.dumps(dataclasses.astuple(step)) + "\n"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+            try:
+                os.write(fd, line.encode())
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise RootFSError(ErrorId.ErrRecord, f"cannot write record {path}", cause=exc) from exc
+        record.steps.append(step)
+
     def write(self, record: Record) -> None:
+        """Replace the record as a whole (after a partial undo: rare)."""
         path = self._record_path(record.id)
         tmp = path + ".tmp"
         try:
             with open(tmp, "w", encoding="utf-8") as fh:
-                json.dump(record.to_json(), fh)
+                fh.write(_lines(record))
             os.replace(tmp, path)
         except OSError as exc:
             raise RootFSError(ErrorId.ErrRecord, f"cannot write record {path}", cause=exc) from exc
@@ -159,7 +195,18 @@ class Store:
         path = self._record_path(instance_id)
         try:
             with open(path, encoding="utf-8") as fh:
-                return Record.from_json(json.load(fh))
+                lines = fh.read().split("\n")
+            header = json.loads(lines[0])
+            steps = []
+            for number, line in enumerate(lines[1:], 2):
+                if not line:
+                    continue
+                try:
+                    steps.append(Step(*json.loads(line)))
+                except (ValueError, TypeError):
+                    if number != len(lines):
+                        raise  # only a torn last line (no newline yet) is expected
+            return Record(steps=steps, **header)
         except FileNotFoundError:
             return None
         except (OSError, ValueError, TypeError, KeyError) as exc:

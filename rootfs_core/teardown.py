@@ -66,9 +66,10 @@ def _undo_step(step: Step, instance_dir: str, syscalls: Syscalls) -> None:
 def unmount(target: str, error: ErrorId, syscalls: Syscalls, *, fuse: bool = False) -> None:
     """Unmount ``target`` if it is a mount point, retrying while busy, and
     confirm it is one no more; ``fuse`` uses fusermount3, which needs no
-    privilege."""
+    privilege. umount2 itself says EINVAL when there is nothing to unmount,
+    so only fusermount3, which cannot, is asked beforehand."""
     try:
-        if not syscalls.is_mountpoint(target):
+        if fuse and not syscalls.is_mountpoint(target):
             return
     except FileNotFoundError:
         return
@@ -83,6 +84,8 @@ def unmount(target: str, error: ErrorId, syscalls: Syscalls, *, fuse: bool = Fal
             else:
                 syscalls.umount(target, UMOUNT_NOFOLLOW)
             break
+        except FileNotFoundError:
+            return  # never made
         except OSError as exc:
             if exc.errno == errno.EINVAL:  # not mounted (any more)
                 break
@@ -97,5 +100,9 @@ def unmount(target: str, error: ErrorId, syscalls: Syscalls, *, fuse: bool = Fal
                 ) from exc
             time.sleep(wait)
             wait *= 2
-    if syscalls.is_mountpoint(target):
+    try:
+        still = syscalls.is_mountpoint(target)
+    except FileNotFoundError:
+        return
+    if still:
         raise RootFSError(error, f"{target} is still a mount point after unmounting it")

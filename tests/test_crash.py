@@ -97,3 +97,28 @@ def test_gc_unmounts_and_deletes_what_no_record_explains(
     assert [i.root for i in rfs.instances()] == [kept] and mounts_below(kept)
     os.rmdir(not_ours)
     rfs.remove(kept)
+
+
+def test_a_torn_last_journal_line_is_ignored_and_swept(
+    base_dir: str, registry: Registry, prototype: str
+) -> None:
+    """A process killed in the middle of appending a step leaves half a line:
+    that step was never taken, so the record reads without it."""
+    store = Store(base_dir)
+    rfs = RootFS(base_dir, registry=registry, backend="bindtest")
+    root = rfs.generate(prototype)
+    instance_id = os.path.basename(os.path.dirname(root))
+    path = os.path.join(base_dir, ".rootfs/records", instance_id + ".json")
+    with open(path, "a") as fh:
+        fh.write('["mount", "/etc", "ErrUnm')
+    record = store.read(instance_id)
+    assert record is not None and all(step.path != "/etc" for step in record.steps)
+    with open(path, "a") as fh:
+        fh.write('\n["dir", "/x", "ErrRemoveMountDir"]\n')  # damage in the middle is an error
+    from rootfs_core import ErrorId, RootFSError
+
+    with pytest.raises(RootFSError) as info:
+        store.read(instance_id)
+    assert info.value.error_id is ErrorId.ErrRecord
+    store.write(record)  # mend it, as an operator would
+    rfs.remove(root)

@@ -100,8 +100,9 @@ def test_failed_rollback_is_reported_and_gc_finishes(
 ) -> None:
     faulty = FaultySyscalls()
     rfs = _probed(base_dir, registry, faulty)
-    # fail the tmpfs mount (13), then the rollback's unmount of etc (15)
-    faulty.fail_on = {13, 15}
+    # fail the tmpfs mount (13), then the rollback's unmount of etc (16; 14
+    # is the harmless umount of the tmpfs that never was, 15 its rmdir)
+    faulty.fail_on = {13, 16}
     with pytest.raises(RootFSError) as info:
         rfs.generate(prototype)
     assert info.value.error_id is ErrorId.ErrOverlayTempDir

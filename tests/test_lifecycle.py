@@ -39,9 +39,10 @@ def test_record_names_backend_prototype_and_steps(rfs: RootFS, prototype: str, b
     assert instance.options == {"tmp_size": "2M"}
     assert rfs.instance(instance.id) == instance == rfs.instance(root)
     with open(os.path.join(base_dir, ".rootfs/records", instance.id + ".json")) as fh:
-        steps = json.load(fh)["steps"]
-    assert [s["op"] for s in steps] == ["dir", "dir", "mount", "tree", "mount", "dir", "mount"]
-    assert all(s["path"].startswith(os.path.dirname(root)) for s in steps)
+        header, *steps = [json.loads(line) for line in fh]
+    assert header["backend"] == "bindtest" and header["root"] == root
+    assert [op for op, _, _ in steps] == ["dir", "dir", "mount", "tree", "mount", "dir", "mount"]
+    assert all(path.startswith(os.path.dirname(root)) for _, path, _ in steps)
     rfs.remove(instance.id)
     assert rfs.instances() == []
 
