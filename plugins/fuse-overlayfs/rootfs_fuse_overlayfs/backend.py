@@ -23,7 +23,7 @@ import time
 
 from rootfs_core.context import BuildContext, RemoveContext
 from rootfs_core.errors import ErrorId, RootFSError
-from rootfs_core.hookspecs import BackendInfo, Probe, hookimpl
+from rootfs_core.hookspecs import PROBE_PROTOTYPE, BackendInfo, Probe, hookimpl
 
 PROGRAM = "fuse-overlayfs"
 # The other-union band, below the kernel overlay (350) and aufs (250): where a
@@ -34,7 +34,6 @@ FUSE_DEVICE = "/dev/fuse"
 UNMOUNT_TRIES = 5
 UNMOUNT_FIRST_WAIT = 0.05  # seconds, doubled after each EBUSY
 DAEMON_EXIT_TIMEOUT = 5.0  # seconds a daemon may take to exit once unmounted
-_PROBE_LOWER = {"file": b"lower\n", "dir/inner": b"inner\n"}
 
 
 @hookimpl
@@ -52,23 +51,18 @@ def rootfs_generate(ctx: BuildContext) -> None:
 
 @hookimpl
 def rootfs_probe(ctx: BuildContext) -> Probe:
-    """Check what FUSE needs, then mount exactly what generate mounts over a
-    lower layer of our own and delete, write and read through it."""
+    """Check what FUSE needs, then mount exactly what generate mounts over the
+    core's probe prototype and delete, write and read through it."""
     missing = missing_requirement()
     if missing is not None:
         return Probe.no(missing)
-    lower = ctx.scratch_dir("probe-lower")
-    ctx.scratch_dir("probe-lower/dir")
-    for name, content in _PROBE_LOWER.items():
-        with open(os.path.join(lower, name), "wb") as fh:
-            fh.write(content)
     try:
-        mount_overlay(ctx, lower)
+        mount_overlay(ctx, ctx.prototype)
     except RootFSError as exc:
         return Probe.no(
             f"{PROGRAM} could not mount an overlay with its upper layer in {ctx.instance_dir}: {exc}"
         )
-    return check_semantics(ctx.root, lower)
+    return check_semantics(ctx.root, ctx.prototype)
 
 
 @hookimpl
@@ -154,8 +148,11 @@ def mount_overlay(ctx: BuildContext, lower: str) -> None:
                 f"the {what} path {path!r} contains ':', which {PROGRAM} reads as a separator between "
                 "layers and cannot escape: use a path without ':'",
             )
-    # The merged root directory takes its mode from the upper directory.
-    upper = ctx.scratch_dir("upper", stat.S_IMODE(os.stat(lower).st_mode))
+    # The merged root directory takes its mode and owner from the upper
+    # directory (an owner only root may give; without privilege all is squashed).
+    top = os.stat(lower)
+    owner = (top.st_uid, top.st_gid) if os.geteuid() == 0 else None
+    upper = ctx.scratch_dir("upper", stat.S_IMODE(top.st_mode), owner=owner)
     work = ctx.scratch_dir("work", 0o700)
     options = [f"lowerdir={escape(lower)}", f"upperdir={escape(upper)}", f"workdir={escape(work)}"]
     if os.geteuid() != 0:
@@ -167,8 +164,8 @@ def mount_overlay(ctx: BuildContext, lower: str) -> None:
 
 
 def check_semantics(root: str, lower: str) -> Probe:
-    """What generate promises: deletes and writes work in the root and never
-    reach the lower layer."""
+    """What generate promises: a delete (a whiteout) and a write (a copy-up of
+    a lower directory) work in the root and never reach the lower layer."""
     try:
         os.unlink(os.path.join(root, "file"))
         with open(os.path.join(root, "dir", "written"), "wb") as fh:
@@ -178,9 +175,10 @@ def check_semantics(root: str, lower: str) -> Probe:
     except OSError as exc:
         return Probe.no(f"the overlay mounted, but changing it failed: {exc}")
     root_ok = os.listdir(root) == ["dir"] and written == b"upper\n"
-    lower_ok = sorted(os.listdir(lower)) == ["dir", "file"] and os.listdir(os.path.join(lower, "dir")) == [
-        "inner"
-    ]
+    lower_ok = not os.path.exists(os.path.join(lower, "dir", "written"))
+    for name, content in PROBE_PROTOTYPE.items():
+        with open(os.path.join(lower, name), "rb") as fh:
+            lower_ok = lower_ok and fh.read() == content
     if not (root_ok and lower_ok):
         return Probe.no(
             f"the overlay mounted, but a delete and a write showed {sorted(os.listdir(root))} in the root "

@@ -90,6 +90,20 @@ def test_generate_write_delete_read_then_remove_leaves_nothing(
     assert daemons(base_dir) == []
 
 
+def test_root_shows_the_mode_and_owner_of_the_prototype_root(rfs: RootFS, leak_guard: None) -> None:
+    holder = scratch_dir("owner-")
+    try:
+        proto = make_tiny_prototype(os.path.join(holder, "prototype"))
+        os.chown(proto, 1234, 5678)
+        os.chmod(proto, 0o750)
+        root = rfs.generate(proto)
+        st = os.stat(root)
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (1234, 5678, 0o750)
+        rfs.remove(root)
+    finally:
+        remove_scratch(holder)
+
+
 def test_instances_are_isolated(rfs: RootFS, prototype: str) -> None:
     first, second = rfs.generate(prototype), rfs.generate(prototype)
     with open(f"{first}/etc/only-first", "wb") as fh:

@@ -1,0 +1,131 @@
+"""Every changing call of generate and remove made to fail once, as root: a
+failed generate leaves nothing (no directory, mount, record or daemon); a
+failed remove keeps its record and a second remove finishes the job. Also the
+conformance suite of rootfs-core, on real and on simulated mounts."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import pytest
+
+from rootfs_core import ErrorId, RootFS, RootFSError
+from rootfs_core.testing.conformance import BackendConformance
+from rootfs_core.testing.faults import Call, FaultySyscalls
+from rootfs_core.testing.fixtures import assert_base_dir_clean
+
+pytestmark = pytest.mark.usefixtures("as_root")
+
+
+class TestConformance(BackendConformance):
+    backend = "fuse-overlayfs"
+
+
+class TestConformanceSimulated(BackendConformance):
+    backend = "fuse-overlayfs"
+    real_mounts = False
+
+
+def probed(base_dir: str) -> tuple[RootFS, FaultySyscalls]:
+    """A RootFS whose probe already ran, so its calls count from generate on."""
+    faulty = FaultySyscalls()
+    rfs = RootFS(base_dir, backend="fuse-overlayfs", syscalls=faulty)
+    assert rfs.probe("fuse-overlayfs").supported
+    faulty.calls.clear()
+    return rfs, faulty
+
+
+def expected_error(call: Call, root: str) -> ErrorId:
+    """The id a failure of ``call`` must be reported with."""
+    target = str(call.args[1] if call.name == "run_mount_program" else call.args[0])
+    if call.name == "run_mount_program":
+        return ErrorId.ErrBindMountRoot
+    if call.name == "fuse_unmount":
+        return ErrorId.ErrUnmountRoot
+    if call.name in ("rmdir", "remove_tree"):
+        return ErrorId.ErrRemoveMountDir
+    return ErrorId.ErrCreateMountDir if target == root else ErrorId.ErrCreateTempDir
+
+
+def test_generate_and_remove_make_exactly_their_plan(base_dir: str, prototype: str) -> None:
+    """The daemon is unmounted (and waited for) by the backend's remove hook,
+    before the core deletes the layers; the core then finds nothing mounted."""
+    rfs, faulty = probed(base_dir)
+    root = rfs.generate(prototype)
+    instance = os.path.dirname(root)
+    plan = [(c.name, c.args[1] if c.name == "run_mount_program" else c.args[0]) for c in faulty.calls]
+    assert plan == [
+        ("mkdir", instance),
+        ("chmod", instance),
+        ("mkdir", root),
+        ("chmod", root),
+        ("mkdir", f"{instance}/upper"),
+        ("chown", f"{instance}/upper"),
+        ("chmod", f"{instance}/upper"),
+        ("mkdir", f"{instance}/work"),
+        ("chmod", f"{instance}/work"),
+        ("run_mount_program", root),
+    ]
+    [argv] = [c.args[0] for c in faulty.calls if c.name == "run_mount_program"]
+    assert argv == [
+        "fuse-overlayfs",
+        "-o",
+        f"lowerdir={prototype},upperdir={instance}/upper,workdir={instance}/work",
+        root,
+    ]
+    faulty.calls.clear()
+    rfs.remove(root)
+    assert [(c.name, c.args[0]) for c in faulty.calls] == [
+        ("fuse_unmount", root),
+        ("remove_tree", f"{instance}/work"),
+        ("remove_tree", f"{instance}/upper"),
+        ("rmdir", root),
+        ("rmdir", instance),
+    ]
+
+
+def test_generate_fails_cleanly_at_every_step(
+    base_dir: str, prototype: str, daemons: Callable[[str], list[str]]
+) -> None:
+    rfs, faulty = probed(base_dir)
+    clean_root = rfs.generate(prototype)
+    calls = list(faulty.calls)
+    rfs.remove(clean_root)
+    for number, call in enumerate(calls, 1):
+        rfs, faulty = probed(base_dir)
+        faulty.fail_on = {number}
+        with pytest.raises(RootFSError) as exc:
+            rfs.generate(prototype)
+        wanted = expected_error(call, clean_root)
+        assert exc.value.error_id is wanted, f"call {number} ({call.name}): {exc.value}"
+        assert exc.value.cleanup_errors == []
+        assert rfs.instances() == []
+        assert_base_dir_clean(base_dir)
+        assert daemons(base_dir) == []
+
+
+def test_remove_fails_cleanly_at_every_step(
+    base_dir: str, prototype: str, daemons: Callable[[str], list[str]]
+) -> None:
+    rfs, faulty = probed(base_dir)
+    clean_root = rfs.generate(prototype)
+    faulty.calls.clear()
+    rfs.remove(clean_root)
+    calls = list(faulty.calls)
+    for number, call in enumerate(calls, 1):
+        rfs, faulty = probed(base_dir)
+        root = rfs.generate(prototype)
+        with open(f"{root}/etc/written", "wb") as fh:
+            fh.write(b"data in the upper layer\n")
+        faulty.calls.clear()
+        faulty.fail_on = {number}
+        with pytest.raises(RootFSError) as exc:
+            rfs.remove(root)
+        assert exc.value.error_id is expected_error(call, clean_root), (
+            f"call {number} ({call.name}): {exc.value}"
+        )
+        assert [i.root for i in rfs.instances()] == [root]  # the record is kept
+        RootFS(base_dir, backend="fuse-overlayfs").remove(root)  # real syscalls finish the job
+        assert_base_dir_clean(base_dir)
+        assert daemons(base_dir) == []
