@@ -35,6 +35,7 @@ from integration_support import (
     assert_works,
     base_state,
     cli_argv,
+    drop_headless_records,
     drop_stray_record_tmp,
     run_and_kill,
     run_cli,
@@ -79,7 +80,7 @@ def test_random_sigkills_of_generate_and_remove_then_gc(
     # Calibrate: the durations a kill is drawn from.
     gen_total, gen_work = timed_run(generate)
     rem_total, rem_work = timed_run(cli_argv(base_dir, "-v", "remove", first))
-    hits = strays = 0
+    hits = known = 0
     for trial in range(trials):
         where = f"seed {seed}, {backend} trial {trial}"
         ready = [i for i in rfs.instances() if i.state == "ready"]
@@ -99,12 +100,15 @@ def test_random_sigkills_of_generate_and_remove_then_gc(
         left = base_state(base_dir)
         hits += bool(left.markers or left.dirs != left.records)
 
+        # Two known bugs, each proven by its own strict xfail in test_crash_points.py,
+        # are cleaned by hand so that everything else is checked: a kill between
+        # creating a record file and writing its header leaves a record gc cannot
+        # read; a kill inside a record rewrite leaves <id>.json.tmp.
+        known += len(drop_headless_records(base_dir))
         gc = run_cli(base_dir, "gc", "--json")
         assert gc.returncode == 0, f"{where}: {text(gc.stderr)}"
         assert json.loads(gc.stdout)["dry_run"] is False
-        # A known bug, proven by its own strict xfail: a kill inside a record write
-        # leaves <id>.json.tmp, which gc never deletes. Everything else is checked.
-        strays += len(drop_stray_record_tmp(base_dir))
+        known += len(drop_stray_record_tmp(base_dir))
         after = set(assert_consistent(base_dir, per_instance, where))
         assert before - {target} <= after, f"{where}: a finished instance was lost"
         new = after - before
@@ -116,7 +120,7 @@ def test_random_sigkills_of_generate_and_remove_then_gc(
         for instance_id in sorted(after):
             assert_works(os.path.join(base_dir, instance_id, "root"), f"trial{trial}")
         assert tree_checksum(prototype) == checksum, f"{where}: the prototype changed"
-    print(f"{hits} of {trials} trials left an incomplete instance for gc; {strays} stray .json.tmp")
+    print(f"{hits} of {trials} trials left an incomplete instance for gc; {known} hit a known bug")
     if trials >= SLOW_TRIALS:
         assert hits > 0, "no kill landed inside an operation: the timings are off"
     for instance in rfs.instances():
