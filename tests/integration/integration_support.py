@@ -28,7 +28,7 @@ SLOW = os.environ.get("ROOTFS_SLOW") == "1"
 
 
 # ------------------------------------------------------------------ the command line
-def cli_argv(base: str, *args: str | bytes) -> list[str | bytes]:
+def cli_argv(base: str | bytes, *args: str | bytes) -> list[str | bytes]:
     """``python -m rootfs_core.cli --base-dir BASE ARGS`` (bytes allowed, for
     paths that are not UTF-8)."""
     return [sys.executable, "-m", "rootfs_core.cli", "--base-dir", base, *args]
@@ -42,11 +42,19 @@ def cli_env() -> dict[str, str]:
     return env
 
 
-def run_cli(base: str, *args: str | bytes, timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
-    """Run ``rootfs`` to completion. ``cwd="/"``: the installed package is
-    imported, never the checkout, and the command's own cwd is in no root."""
+def run_cli(
+    base: str | bytes, *args: str | bytes, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ``rootfs`` to completion (``env``: extra environment variables).
+    ``cwd="/"``: the installed package is imported, never the checkout, and
+    the command's own cwd is in no root."""
     return subprocess.run(
-        cli_argv(base, *args), capture_output=True, check=False, timeout=timeout, cwd="/", env=cli_env()
+        cli_argv(base, *args),
+        capture_output=True,
+        check=False,
+        timeout=timeout,
+        cwd="/",
+        env={**cli_env(), **(env or {})},
     )
 
 
@@ -118,11 +126,12 @@ def base_state(base: str) -> BaseState:
     )
 
 
-def assert_works(root: str, tag: str = "probe") -> None:
-    """A finished root still works: a prototype file reads through it, and
-    a file written in its tmp reads back."""
+def assert_works(root: str, tag: str = "probe", *, hostname: bytes | None = HOSTNAME) -> None:
+    """A finished root still works: a prototype file reads through it (with
+    ``hostname`` in it, unless None), and a file written in its tmp reads back."""
     with open(os.path.join(root, "etc/hostname"), "rb") as fh:
-        assert fh.read() == HOSTNAME, root
+        content = fh.read()
+    assert hostname is None or content == hostname, (root, content)
     path = os.path.join(root, "tmp", f"works-{tag}")
     with open(path, "wb") as fh:
         fh.write(tag.encode())
