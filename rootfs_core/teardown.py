@@ -90,6 +90,11 @@ def unmount(target: str, error: ErrorId, syscalls: Syscalls, *, fuse: bool = Fal
             if exc.errno == errno.EINVAL:  # not mounted (any more)
                 break
             if exc.errno != errno.EBUSY:
+                # Without privilege umount2 says EPERM even when nothing is
+                # mounted (a probe that could not mount): only a real mount
+                # point makes that a failure.
+                if not _still_mounted(target, syscalls):
+                    return
                 raise RootFSError(error, f"cannot unmount {target}", cause=exc) from exc
             if attempt == UNMOUNT_TRIES:
                 raise RootFSError(
@@ -100,9 +105,12 @@ def unmount(target: str, error: ErrorId, syscalls: Syscalls, *, fuse: bool = Fal
                 ) from exc
             time.sleep(wait)
             wait *= 2
-    try:
-        still = syscalls.is_mountpoint(target)
-    except FileNotFoundError:
-        return
-    if still:
+    if _still_mounted(target, syscalls):
         raise RootFSError(error, f"{target} is still a mount point after unmounting it")
+
+
+def _still_mounted(target: str, syscalls: Syscalls) -> bool:
+    try:
+        return syscalls.is_mountpoint(target)
+    except FileNotFoundError:
+        return False
