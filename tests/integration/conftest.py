@@ -52,18 +52,6 @@ def backend(request: pytest.FixtureRequest, base_dir: str) -> str:
 
 
 @pytest.fixture
-def rootfs(base_dir: str, backend: str) -> Iterator[RootFS]:
-    """``backend`` forced on ``base_dir``. A test that leaves an instance
-    fails, but its instances are removed first so the next test starts clean."""
-    rfs = RootFS(base_dir, backend=backend)
-    yield rfs
-    left = [i.root for i in rfs.instances()]
-    for root in left:
-        rfs.remove(root)
-    assert not left, f"test left instances: {left}"
-
-
-@pytest.fixture
 def scratch() -> Iterator[Callable[[str], str]]:
     """``scratch(prefix)``: a fresh directory of this test, deleted at teardown
     (never through a mount: a mount left below one fails the test)."""

@@ -17,6 +17,8 @@ import sys
 import time
 from typing import Any
 
+import pytest
+
 from rootfs_core.store import ROOT_NAME, Store, is_instance_id
 from rootfs_core.testing.checks import mounts_below
 from rootfs_core.testing.faults import FaultySyscalls
@@ -25,6 +27,20 @@ BACKENDS = ("overlayfs", "quilt")
 HOSTNAME = b"prototype\n"  # etc/hostname of rootfs_core.testing.prototypes.make_tiny_prototype
 ERROR_LINE = re.compile(r"^rootfs: (Err[A-Za-z]+): ", re.MULTILINE)
 SLOW = os.environ.get("ROOTFS_SLOW") == "1"
+
+
+# ------------------------------------------------------------------ backends
+def require_backends(base: str, *names: str) -> None:
+    """Skip the test, with the probe's reason, unless every named backend
+    works here (in ``base``)."""
+    if os.geteuid() != 0:
+        pytest.skip("real mounts need root")
+    from rootfs_core import RootFS
+
+    for name in names:
+        probe = RootFS(base, backend=name).probe(name)
+        if not probe.supported:
+            pytest.skip(f"{name} is not supported here: {probe.reason}")
 
 
 # ------------------------------------------------------------------ the command line

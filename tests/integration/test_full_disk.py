@@ -12,7 +12,15 @@ import os
 from collections.abc import Callable
 
 import pytest
-from integration_support import assert_cli_error, assert_works, generate_json, list_json, run_cli, text
+from integration_support import (
+    assert_cli_error,
+    assert_works,
+    generate_json,
+    list_json,
+    require_backends,
+    run_cli,
+    text,
+)
 
 from rootfs_core import RootFS, RootFSError
 from rootfs_core.testing.checks import mounts_below
@@ -57,7 +65,7 @@ def test_quilt_copy_out_of_space_fails_clearly_and_rolls_back(
     everything is rolled back, and the space is free again."""
     prototype = make_prototype(_with_big_var(16 * MiB))
     base = small_base("size=8M")
-    run_cli(base, "list")  # the state directory exists before measuring
+    require_backends(base, "quilt")  # also makes the state directory before measuring
     free = _free_bytes(base)
     proc = run_cli(base, "--backend", "quilt", "generate", prototype)
     assert_cli_error(proc, "ErrOverlayDir")
@@ -76,7 +84,7 @@ def test_overlay_upper_out_of_space_is_enospc_for_the_writer(
     the space is free again."""
     prototype = make_prototype(_with_big_var(16 * MiB))
     base = small_base("size=8M")
-    run_cli(base, "list")
+    require_backends(base, "overlayfs")  # also makes the state directory before measuring
     free = _free_bytes(base)
     root = generate_json(base, "overlayfs", prototype)["root"]
     with pytest.raises(OSError) as write, open(os.path.join(root, "tmp/fill"), "wb") as fh:

@@ -23,6 +23,7 @@ from integration_support import (
     assert_works,
     generate_json,
     list_json,
+    require_backends,
     run_cli,
     text,
 )
@@ -154,6 +155,7 @@ def test_list_prints_a_non_utf8_prototype_in_a_strict_utf8_locale(
 ) -> None:
     """``rootfs list`` under a strict UTF-8 stdout prints a prototype path
     that is not UTF-8 (as its bytes), without a traceback."""
+    require_backends(base_dir, "quilt")
     prototype = make_prototype(name=os.fsdecode(ODD_NAMES["non-utf8"]))
     root = RootFS(base_dir, backend="quilt").generate(prototype)
     try:
@@ -207,6 +209,7 @@ def test_quilt_symlinks_at_each_mount_target_stay_in_the_root(
     is inside the root; a file written there reaches neither the host nor
     the prototype. A link to what exists only on the host fails with
     ``ErrRootSubdirMissing`` and leaves nothing."""
+    require_backends(base_dir, "quilt")
     prototype = make_prototype(lambda p: _replace_with_link(p, directory, LINK_FORMS[form]))
     rfs = RootFS(base_dir, backend="quilt")
     before = set(mount_points())
@@ -254,6 +257,7 @@ def test_overlay_mounts_only_the_root_whatever_the_symlinks(
     exactly one thing, the links show in the root as they are, and a write
     through them (resolved as inside a container) lands in the root, never
     on the host."""
+    require_backends(base_dir, "overlayfs")
     prototype = make_prototype(_all_links_hostile)
     before = set(mount_points())
     rfs = RootFS(base_dir, backend="overlayfs")
@@ -464,6 +468,7 @@ def test_a_prototype_changing_under_its_instances(
     (its read-only bind shows the change, its copies keep the snapshot);
     overlay's behaviour is undefined by the kernel and only printed (what
     Linux 6.18 does is in docs/reliability.md)."""
+    require_backends(base_dir, "overlayfs", "quilt")
     prototype = make_prototype(mutable=True)
     overlay = RootFS(base_dir, backend="overlayfs").generate(prototype)
     quilt = RootFS(base_dir, backend="quilt").generate(prototype)

@@ -25,35 +25,39 @@ HOSTNAME = b"prototype\n"
 
 
 class ActingSyscalls(LinuxSyscalls):
-    """The real calls, remembering each one that changed something (a call
-    on a path that is already gone changes nothing and is not remembered)."""
+    """The real calls, remembering when each one that changed something was
+    made (``[monotonic seconds, call, path]``; a call on a path that is
+    already gone changes nothing and is not remembered). CLOCK_MONOTONIC is
+    the same in every process, so times compare across workers."""
 
     def __init__(self) -> None:
-        self.acted: list[str] = []
+        self.acted: list[tuple[float, str, str]] = []
 
     def umount(self, target: str, flags: int) -> None:
         super().umount(target, flags)
-        self.acted.append(f"umount {target}")
+        self.acted.append((time.monotonic(), "umount", target))
 
     def rmdir(self, path: str) -> None:
         super().rmdir(path)
-        self.acted.append(f"rmdir {path}")
+        self.acted.append((time.monotonic(), "rmdir", path))
 
     def remove_tree(self, path: str) -> None:
         super().remove_tree(path)
-        self.acted.append(f"remove_tree {path}")
+        self.acted.append((time.monotonic(), "remove_tree", path))
 
 
 def cycle(base: str, prototype: str, backend: str, cycles: int, seed: int) -> dict[str, object]:
+    """N cycles: open, generate, check, write, interleave, check, remove."""
     rng = random.Random(seed)
     failures = []
+    swept: list[tuple[float, str, str]] = []  # what the sweeps on opening did
+    removing: dict[str, float] = {}  # instance id -> when its remove began
     done = 0
     for n in range(cycles):
         try:
             syscalls = ActingSyscalls()
             rfs = RootFS(base, backend=backend, syscalls=syscalls)
-            # Opening swept crashed instances: there are none, so it did nothing.
-            assert syscalls.acted == [], f"the sweep on opening acted: {syscalls.acted}"
+            swept += syscalls.acted  # nothing crashed: should be nothing (see the test)
             root = rfs.generate(prototype)
             instance = rfs.instance(root)
             assert instance is not None and instance.state == "ready", instance
@@ -66,18 +70,20 @@ def cycle(base: str, prototype: str, backend: str, cycles: int, seed: int) -> di
             time.sleep(rng.uniform(0, 0.02))  # let the others interleave
             with open(os.path.join(root, "tmp/mine"), "rb") as fh:
                 assert fh.read() == mine, "another instance's write showed through"
+            removing[os.path.basename(os.path.dirname(root))] = time.monotonic()
             rfs.remove(root)
             assert not os.path.lexists(os.path.dirname(root)), f"{root} left after remove"
             assert rfs.instance(root) is None
             done += 1
         except Exception:
             failures.append(traceback.format_exc())
-    return {"cycles": done, "failures": failures}
+    return {"cycles": done, "failures": failures, "acted": swept, "removing": removing}
 
 
 def sweeper(base: str, stop_file: str) -> dict[str, object]:
+    """gc, list (now and then through the command line) until told to stop."""
     failures = []
-    acted = []  # what gc (or the sweep on opening) really did
+    acted: list[tuple[float, str, str]] = []  # what gc (or the sweep on opening) really did
     reported = []  # what gc said it cleaned up
     iterations = 0
     while not os.path.exists(stop_file):
