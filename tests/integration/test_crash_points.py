@@ -28,12 +28,14 @@ from integration_support import (
     assert_works,
     base_state,
     drop_stray_record_tmp,
+    list_json,
     run_cli,
     text,
 )
 
 from rootfs_core import RootFS
 from rootfs_core import store as store_module
+from rootfs_core.syscalls import UMOUNT_NOFOLLOW, LinuxSyscalls
 from rootfs_core.testing.checks import mounts_below, tree_checksum
 from rootfs_core.testing.faults import FaultySyscalls
 
@@ -260,4 +262,30 @@ def test_gc_dry_run_changes_nothing_and_names_the_killed_instance(
     finally:
         gc = run_cli(base_dir, "gc", "--json")
         assert gc.returncode == 0, text(gc.stderr)
+    assert_consistent(base_dir, {}, listed=[])
+
+
+@pytest.mark.parametrize(
+    ("backend", "options"),
+    [("overlayfs", {}), ("overlayfs", {"size": "8M"}), ("quilt", {})],
+    ids=["overlayfs", "overlayfs-size", "quilt"],
+    indirect=["backend"],
+)
+def test_after_a_reboot_every_instance_can_still_be_removed(
+    base_dir: str, backend: str, prototype: str, options: dict[str, str]
+) -> None:
+    """What a reboot (or power loss) leaves: records and directories, but no
+    mount at all (and an empty tmpfs layer). gc leaves these instances
+    alone (they were finished; see docs/reliability.md), and ``rootfs
+    remove`` still takes each one apart completely."""
+    rfs = RootFS(base_dir, backend=backend)
+    roots = [rfs.generate(prototype, **options) for _ in range(2)]
+    for point in reversed(mounts_below(base_dir)):  # the reboot
+        LinuxSyscalls().umount(point, UMOUNT_NOFOLLOW)
+    gc = run_cli(base_dir, "gc", "--json")
+    assert gc.returncode == 0, text(gc.stderr)
+    assert sorted(r["root"] for r in list_json(base_dir)) == sorted(roots)
+    for root in roots:
+        proc = run_cli(base_dir, "remove", root)
+        assert proc.returncode == 0, text(proc.stderr)
     assert_consistent(base_dir, {}, listed=[])
