@@ -10,10 +10,12 @@ every listed instance is consistent while they run; and at the end no
 mount, directory, record or marker is left, and the prototype is unchanged.
 Sizes: N=15 in CI, N=100 with ``ROOTFS_SLOW=1``.
 
-Nothing crashed, so gc should never act at all; it does, rarely, on an
-instance whose remove has just begun (a race in claiming the instance,
-made deterministic by a strict xfail below). That is tolerated here, as
-long as it is only ever that, so the suite stays green until it is fixed.
+Two known races, each made deterministic by a strict xfail below, are
+tolerated here (and counted) as long as they are only ever that, so the
+suite stays green until they are fixed: gc sometimes acts (nothing crashed,
+so it never should) on an instance whose remove has just begun; and listing
+sometimes fails on a record a concurrent generate has created but not yet
+written.
 """
 
 from __future__ import annotations
@@ -27,9 +29,18 @@ import time
 from typing import Any
 
 import pytest
-from integration_support import SLOW, assert_consistent, cli_env, require_backends, seed_from_env
+from integration_support import (
+    SLOW,
+    assert_consistent,
+    cli_env,
+    require_backends,
+    run_cli,
+    seed_from_env,
+    text,
+)
 
 from rootfs_core import RootFS, mounttable
+from rootfs_core import store as store_module
 from rootfs_core.core import GcReport
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker_concurrency.py")
@@ -112,7 +123,8 @@ def test_concurrent_cycles_with_gc_beside_them(base_dir: str, prototype: str, ba
     # it must never *act* on them, checked above.
     print(
         f"{len(backends)} x {CYCLES} cycles beside {swept['iterations']} gc/list rounds; "
-        f"gc raced {len(raced)} removes (the known claim race); gc reported {swept['reported']}"
+        f"gc raced {len(raced)} removes (the known claim race); list met {swept['headless']} records "
+        f"without a header (the known creation race); gc reported {swept['reported']}"
     )
     assert assert_consistent(base_dir, {}) == []
 
@@ -191,3 +203,46 @@ def test_gc_leaves_alone_an_instance_a_live_remove_is_claiming(
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
     assert not os.path.lexists(root)
     assert report.instances == [], f"gc took apart an instance a live process held: {report}"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: rootfs_core/store.py Store.create opens <id>.json with mode 'x', then writes the "
+    "header: a list (RootFS.instances -> Store.read) in that window reads an empty file and fails "
+    "with ErrRecord, so `rootfs list` exits 1 while a generate runs (seen in the 4 x 100 concurrency "
+    "run). Suggested fix: write the header to a temporary file and link() it into place (atomic, "
+    "fails if it exists); or skip an unreadable record whose instance is held incomplete",
+)
+def test_list_beside_a_generate_that_is_creating_its_record(
+    base_dir: str, backend: str, prototype: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A generate paused between creating its record file and writing its
+    header: ``rootfs list`` beside it succeeds (and the generate, too)."""
+    rfs = RootFS(base_dir, backend=backend)
+    rfs.selected_backend()
+    ready, go = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child: a generate with a slow record creation
+        real_open = open
+
+        def slow_open(file: str, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+            handle = real_open(file, mode, *args, **kwargs)
+            if mode == "x":
+                os.write(go, b"x")  # the record exists, and is empty
+                time.sleep(1.0)
+            return handle
+
+        code = 0
+        try:
+            monkeypatch.setattr(store_module, "open", slow_open, raising=False)
+            rfs.generate(prototype)
+        except BaseException:
+            code = 3
+        os._exit(code)
+    os.read(ready, 1)
+    listed = run_cli(base_dir, "list", "--json")
+    status = os.waitpid(pid, 0)[1]
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    for instance in rfs.instances():
+        rfs.remove(instance.root)
+    assert listed.returncode == 0, text(listed.stderr)

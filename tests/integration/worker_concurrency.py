@@ -18,7 +18,7 @@ import sys
 import time
 import traceback
 
-from rootfs_core import RootFS
+from rootfs_core import RootFS, RootFSError
 from rootfs_core.syscalls import LinuxSyscalls
 
 HOSTNAME = b"prototype\n"
@@ -85,6 +85,7 @@ def sweeper(base: str, stop_file: str) -> dict[str, object]:
     failures = []
     acted: list[tuple[float, str, str]] = []  # what gc (or the sweep on opening) really did
     reported = []  # what gc said it cleaned up
+    headless = 0  # lists that met a record whose header was not written yet
     iterations = 0
     while not os.path.exists(stop_file):
         try:
@@ -94,9 +95,14 @@ def sweeper(base: str, stop_file: str) -> dict[str, object]:
             acted += syscalls.acted
             if report.instances or report.unmounted or report.orphans:
                 reported.append(dataclasses.asdict(report))
-            for instance in rfs.instances():
-                assert instance.state in ("ready", "incomplete"), instance
-                assert instance.root == os.path.join(base, instance.id, "root"), instance
+            try:
+                for instance in rfs.instances():
+                    assert instance.state in ("ready", "incomplete"), instance
+                    assert instance.root == os.path.join(base, instance.id, "root"), instance
+            except RootFSError as exc:
+                if not _header_not_written_yet(str(exc)):
+                    raise
+                headless += 1
             if iterations % 10 == 0:  # now and then the command line, too
                 listed = subprocess.run(
                     [sys.executable, "-m", "rootfs_core.cli", "--base-dir", base, "list", "--json"],
@@ -104,12 +110,27 @@ def sweeper(base: str, stop_file: str) -> dict[str, object]:
                     check=False,
                     cwd="/",
                 )
-                assert listed.returncode == 0, listed.stderr
-                json.loads(listed.stdout)
+                if listed.returncode != 0 and _header_not_written_yet(listed.stderr.decode()):
+                    headless += 1
+                else:
+                    assert listed.returncode == 0, listed.stderr
+                    json.loads(listed.stdout)
             iterations += 1
         except Exception:
             failures.append(traceback.format_exc())
-    return {"iterations": iterations, "failures": failures, "acted": acted, "reported": reported}
+    return {
+        "iterations": iterations,
+        "failures": failures,
+        "acted": acted,
+        "reported": reported,
+        "headless": headless,
+    }
+
+
+def _header_not_written_yet(error: str) -> bool:
+    """The known bug (strict xfail in test_concurrency.py): listing reads a
+    record that a concurrent generate has created but not yet written."""
+    return "ErrRecord: cannot read record" in error and "line 1 column 1 (char 0)" in error
 
 
 def main(argv: list[str]) -> int:
