@@ -56,13 +56,14 @@ class Settings:
     size_reps: int
     throughput_procs: tuple[int, ...]
     throughput_seconds: float
+    throughput_rounds: int
     debootstrap: bool
 
     @classmethod
     def make(cls, quick: bool, debootstrap: bool) -> Settings:
         if quick:
-            return cls(True, 40, 12, 5, (10, 100), 30, 30, (1, 2, 4), 1.0, False)
-        return cls(False, 300, 60, 25, (10, 30, 100, 300, 1000), 100, 150, (1, 2, 4), 5.0, debootstrap)
+            return cls(True, 40, 12, 5, (10, 100), 30, 30, (1, 2, 4), 1.0, 1, False)
+        return cls(False, 300, 60, 25, (10, 30, 100, 300, 1000), 100, 150, (1, 2, 4), 1.0, 5, debootstrap)
 
 
 @dataclass
@@ -141,6 +142,13 @@ def log(message: str) -> None:
 def ms(values: list[float]) -> float:
     """Median in milliseconds."""
     return statistics.median(values) * 1000.0
+
+
+def settle() -> None:
+    """Write out what the run made so far (debootstrap's 200 MB above all)
+    before the next item, so the next one does not pay for its writeback.
+    This matters here: unmounting an overlay syncs its upper filesystem."""
+    os.sync()
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -487,33 +495,48 @@ def _throughput_worker(kind: str, base: str, prototype: str, start: float, secon
         raise
 
 
+def _throughput_slice(mp: Any, kind: str, base: str, busybox: str, procs: int, seconds: float) -> float:
+    """Instances per second of ``procs`` processes of one kind, together, for ``seconds``."""
+    out = mp.Queue()
+    start = time.time() + 0.5
+    workers = [
+        mp.Process(target=_throughput_worker, args=(kind, base, busybox, start, seconds, out))
+        for _ in range(procs)
+    ]
+    for w in workers:
+        w.start()
+    results = [out.get(timeout=120 + seconds) for _ in workers]
+    for w in workers:
+        w.join(30)
+    failures = [r[2] for r in results if r[2]]
+    if failures:
+        raise RuntimeError(f"throughput worker failed: {failures[0]}")
+    return float(sum(done / elapsed for done, elapsed, _ in results))
+
+
 def item_throughput(res: Results, s: Settings, work: str, busybox: str) -> None:
     """Item 6: instances per second with 1, 2 and 4 processes on one base dir,
-    library and raw (raw processes each use their own names in another dir)."""
+    library and raw (raw processes each use their own names in another dir),
+    in short slices that alternate library and raw, reduced to medians: one
+    long slice each was at the mercy of whatever else the disk was doing."""
     mp = multiprocessing.get_context("fork")
     os.makedirs(f"{work}/tput")
     os.makedirs(f"{work}/tput-raw")
+    bases = {"lib": f"{work}/tput", "raw": f"{work}/tput-raw"}
     for procs in s.throughput_procs:
-        row: dict[str, float] = {"processes": procs}
-        for kind, base in (("lib", f"{work}/tput"), ("raw", f"{work}/tput-raw")):
-            log(f"6. throughput: {procs} process(es), {kind}, {s.throughput_seconds:.0f} s")
-            out = mp.Queue()
-            start = time.time() + 0.5
-            workers = [
-                mp.Process(
-                    target=_throughput_worker, args=(kind, base, busybox, start, s.throughput_seconds, out)
+        log(
+            f"6. throughput: {procs} process(es), {s.throughput_rounds} x {s.throughput_seconds:.0f} s "
+            "each of library and raw, alternating"
+        )
+        rates: dict[str, list[float]] = {"lib": [], "raw": []}
+        for rnd in range(s.throughput_rounds):
+            for kind in ("lib", "raw") if rnd % 2 == 0 else ("raw", "lib"):
+                rates[kind].append(
+                    _throughput_slice(mp, kind, bases[kind], busybox, procs, s.throughput_seconds)
                 )
-                for _ in range(procs)
-            ]
-            for w in workers:
-                w.start()
-            results = [out.get(timeout=120 + s.throughput_seconds) for _ in workers]
-            for w in workers:
-                w.join(30)
-            failures = [r[2] for r in results if r[2]]
-            if failures:
-                raise RuntimeError(f"throughput worker failed: {failures[0]}")
-            row[f"{kind}_per_s"] = sum(done / elapsed for done, elapsed, _ in results)
+        row: dict[str, float] = {"processes": procs}
+        for kind in ("lib", "raw"):
+            row[f"{kind}_per_s"] = statistics.median(rates[kind])
         row["lib_over_raw"] = row["lib_per_s"] / row["raw_per_s"]
         res.throughput.append(row)
     one = res.throughput[0]["lib_per_s"]
@@ -697,10 +720,13 @@ def main(argv: list[str] | None = None) -> int:
             busybox = f"{work}/proto-busybox"
             res.prototypes["busybox"] = prototypes.busybox(busybox)
             if "1" in only:
+                settle()
                 item_overhead(res, s, work, busybox)
             if "3" in only:
+                settle()
                 item_cli(res, s, work, busybox, warm_cache)
             if "4" in only:
+                settle()
                 item_scale(res, s, work, busybox)
             if "5" in only:
                 if args.debian:
@@ -713,8 +739,10 @@ def main(argv: list[str] | None = None) -> int:
                         + (" with debootstrap" if s.debootstrap else "")
                     )
                     res.prototypes["debian"] = prototypes.debian(debian, try_debootstrap=s.debootstrap)
+                settle()
                 item_size(res, s, work, busybox, debian)
             if "6" in only:
+                settle()
                 item_throughput(res, s, work, busybox)
         except BaseException as exc:
             failed = True
