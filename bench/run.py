@@ -308,10 +308,20 @@ def item_cli(res: Results, s: Settings, work: str, busybox: str, warm_cache: str
 
     cycle("warm")  # writes the bytecode, warms the page cache and the probe cache
     run([sys.executable, "-c", "pass"], env)
-    times: dict[str, list[float]] = {"pass": [], "warm.gen": [], "warm.rm": [], "cold.gen": [], "cold.rm": []}
+    times: dict[str, list[float]] = {
+        "pass": [],
+        "nosite": [],
+        "warm.gen": [],
+        "warm.rm": [],
+        "cold.gen": [],
+        "cold.rm": [],
+    }
     log(f"3. CLI: {s.cli_reps} rounds of python -c pass, generate+remove warm, generate+remove cold")
     for _ in range(s.cli_reps):
         times["pass"].append(run([sys.executable, "-c", "pass"], env)[0])
+        # What site (.pth files, editable-install finders) adds to the baseline
+        # in this environment: a development install can triple it.
+        times["nosite"].append(run([sys.executable, "-S", "-c", "pass"], env)[0])
         for kind in ("warm", "cold"):
             gen, rm = cycle(kind)
             times[f"{kind}.gen"].append(gen)
@@ -330,7 +340,10 @@ def item_cli(res: Results, s: Settings, work: str, busybox: str, warm_cache: str
                 f"2 x {m['cli.pass']:.1f} ms",
                 f"per call: generate {m[f'cli.{kind}.gen'] / m['cli.pass']:.2f}x, "
                 f"remove {m[f'cli.{kind}.rm'] / m['cli.pass']:.2f}x; "
-                f"pair / one python -c pass {pair / m['cli.pass']:.2f}x",
+                f"pair / one python -c pass {pair / m['cli.pass']:.2f}x; above python -c pass: "
+                f"generate +{m[f'cli.{kind}.gen'] - m['cli.pass']:.0f} ms, "
+                f"remove +{m[f'cli.{kind}.rm'] - m['cli.pass']:.0f} ms; "
+                f"python -S -c pass {m['cli.nosite']:.1f} ms",
             )
         )
 
