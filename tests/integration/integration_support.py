@@ -52,9 +52,13 @@ def cli_argv(base: str | bytes, *args: str | bytes) -> list[str | bytes]:
 
 def cli_env() -> dict[str, str]:
     """The environment of a ``rootfs`` run: no configuration file, no forced
-    backend or base directory from the caller's environment."""
-    env = {k: v for k, v in os.environ.items() if k not in ("ROOTFS_BACKEND", "ROOTFS_BASE_DIR")}
+    backend or base directory from the caller's environment, and the same
+    locale wherever the tests run (tox sets ``PYTHONIOENCODING=utf-8``,
+    which makes stdout strict: that case has a test of its own)."""
+    dropped = ("ROOTFS_BACKEND", "ROOTFS_BASE_DIR", "PYTHONIOENCODING")
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env["ROOTFS_CONFIG"] = "/nonexistent/rootfs-config.toml"
+    env["LC_ALL"] = "C.UTF-8"
     return env
 
 

@@ -146,7 +146,7 @@ def test_prototype_path_with_odd_characters(
 @pytest.mark.xfail(
     strict=True,
     reason="bug: rootfs_core/cli.py prints paths with print(), so when stdout is strict UTF-8 "
-    "(PYTHONIOENCODING=utf-8, or any UTF-8 locale but C.UTF-8) `rootfs list` dies with a "
+    "(PYTHONIOENCODING=utf-8, which tox sets, or any UTF-8 locale but C.UTF-8) `rootfs list` dies with a "
     "UnicodeEncodeError traceback on a prototype path that is not UTF-8. Suggested fix: in main(), "
     "sys.stdout.reconfigure(errors='surrogateescape') (paths are bytes), as Python does for C.UTF-8",
 )
