@@ -6,15 +6,18 @@ left is consistent, and syscalls that kill their own process on purpose.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import json
 import os
 import random
 import re
+import select
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -307,20 +310,21 @@ for _name in KillingSyscalls.CHANGING:
 
 
 def drop_stray_record_tmp(base: str) -> list[str]:
-    """Delete the ``<id>.json.tmp`` files a process killed inside a record
-    write leaves behind, and return their names.
+    """Delete the files other than records and markers that a process killed
+    inside a record write leaves in the state directory, and return their
+    names.
 
     Works around a known bug (see
-    test_crash_points.py::test_a_record_write_killed_half_way_leaves_nothing,
+    test_crash_points.py::test_a_record_rewrite_killed_half_way_leaves_nothing,
     strict xfail), so that tests killing processes at random moments check
     everything else; once gc removes these files itself, this finds none.
     Call only when no rootfs process is running on ``base``.
     """
-    records = Store(base).records_dir
-    stray = sorted(n for n in os.listdir(records) if n.endswith(".json.tmp"))
-    for name in stray:
-        os.unlink(os.path.join(records, name))
-    return stray
+    state = base_state(base)
+    store = Store(base)
+    for stray in state.strays:
+        os.unlink(os.path.join(store.state_dir, stray))
+    return state.strays
 
 
 def drop_headless_records(base: str) -> list[str]:
@@ -353,3 +357,89 @@ def drop_headless_records(base: str) -> list[str]:
             pass
         dropped.append(instance_id)
     return dropped
+
+
+# ------------------------------------------------------------------ pausing or killing a child at a moment
+def act_once_visible(
+    monkeypatch: pytest.MonkeyPatch, wanted: Callable[[str], bool], act: Callable[[], None]
+) -> None:
+    """In a forked child only: right after a call makes a path that
+    ``wanted`` accepts appear (``os.open`` with ``O_CREAT``, ``open`` for
+    writing, ``os.link``, ``os.rename``, ``os.replace``), call ``act`` once.
+
+    Whatever way the store creates a file (written in place, or finished
+    under a temporary name and then linked or renamed into place), this
+    stops the process at the first moment another process can see it.
+    """
+    done = False
+
+    def check(path: object) -> None:
+        nonlocal done
+        if done or not isinstance(path, str | bytes):
+            return
+        name = os.fsdecode(path)
+        if wanted(name) and os.path.lexists(name):
+            done = True
+            act()
+
+    real_open, real_link, real_rename, real_replace = os.open, os.link, os.rename, os.replace
+    real_builtin_open = builtins.open
+
+    def os_open(path: Any, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
+        fd = real_open(path, flags, mode, dir_fd=dir_fd)
+        if flags & os.O_CREAT and dir_fd is None:
+            check(path)
+        return fd
+
+    def link(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        real_link(src, dst, *args, **kwargs)
+        check(dst)
+
+    def rename(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        real_rename(src, dst, *args, **kwargs)
+        check(dst)
+
+    def replace(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        real_replace(src, dst, *args, **kwargs)
+        check(dst)
+
+    def builtin_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        handle = real_builtin_open(file, mode, *args, **kwargs)
+        if any(flag in mode for flag in "wxa+"):
+            check(file)
+        return handle
+
+    monkeypatch.setattr(os, "open", os_open)
+    monkeypatch.setattr(os, "link", link)
+    monkeypatch.setattr(os, "rename", rename)
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(builtins, "open", builtin_open)
+
+
+def in_child_paused(action: Callable[[Callable[[], None]], None], seconds: float = 1.0) -> tuple[int, bool]:
+    """Fork; the child runs ``action(pause)`` then exits (0, or 3 if it
+    raised), where ``pause()`` tells the parent and sleeps ``seconds``.
+    Returns once the child has paused (True) or exited without pausing
+    (False), with the child's pid, which the caller must wait for."""
+    ready, go = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.close(ready)
+
+        def pause() -> None:
+            os.write(go, b"x")
+            time.sleep(seconds)
+
+        code = 0
+        try:
+            action(pause)
+        except BaseException:
+            code = 3
+        os._exit(code)
+    os.close(go)  # so that the read ends if the child exits without pausing
+    try:
+        readable, _, _ = select.select([ready], [], [], 60)
+        paused = bool(readable) and os.read(ready, 1) == b"x"
+    finally:
+        os.close(ready)
+    return pid, paused
