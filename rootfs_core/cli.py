@@ -8,6 +8,7 @@ Imports are deferred to the command that needs them, so start-up stays cheap.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import os
@@ -110,10 +111,10 @@ def _base_dir(args: argparse.Namespace) -> str:
     return DEFAULT_BASE_DIR
 
 
-def _open(args: argparse.Namespace) -> RootFS:
+def _open(args: argparse.Namespace, *, sweep: bool = True) -> RootFS:
     from rootfs_core.core import RootFS
 
-    return RootFS(_base_dir(args), backend=getattr(args, "backend", None))
+    return RootFS(_base_dir(args), backend=getattr(args, "backend", None), sweep=sweep)
 
 
 def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
@@ -201,7 +202,7 @@ def _cmd_backends(args: argparse.Namespace) -> None:
 
 
 def _cmd_gc(args: argparse.Namespace) -> None:
-    report = _open(args).gc(dry_run=args.dry_run)
+    report = _open(args, sweep=False).gc(dry_run=args.dry_run)
     verb = "would clean up" if args.dry_run else "cleaned up"
     lines = [f"{verb} incomplete instance {i}" for i in report.instances]
     lines += [f"{verb} unexplained mount {p}" for p in report.unmounted]
@@ -246,6 +247,11 @@ _COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Paths are bytes to the kernel and may not be UTF-8: print them as they
+    # are whatever the locale, as Python itself does under C.UTF-8.
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="surrogateescape")
     parser = _parser()
     args = parser.parse_args(argv)
     if getattr(args, "verbose", False):

@@ -74,7 +74,9 @@ class RootFS:
     ``backend`` forces a backend by name (else ``ROOTFS_BACKEND``, the
     configuration file, or the highest-priority supported one). ``syscalls``
     replaces the kernel calls (for tests). ``registry`` replaces entry-point
-    discovery (for tests that bring their own backends).
+    discovery (for tests that bring their own backends). ``sweep=False``
+    skips taking apart crashed instances on opening (``gc --dry-run`` must
+    not change anything).
     """
 
     def __init__(
@@ -84,6 +86,7 @@ class RootFS:
         backend: str | None = None,
         syscalls: Syscalls | None = None,
         registry: Registry | None = None,
+        sweep: bool = True,
     ) -> None:
         if syscalls is None:
             syscalls = LinuxSyscalls()
@@ -98,7 +101,8 @@ class RootFS:
         self._registry = registry
         self._probe_cache = ProbeCache() if isinstance(syscalls, LinuxSyscalls) else None
         self._probes: dict[str, Probe] = {}
-        self._sweep_quietly()
+        if sweep:
+            self._sweep_quietly()
 
     # ------------------------------------------------------------ public API
     def generate(self, prototype: str | os.PathLike[str], **options: object) -> str:
@@ -182,22 +186,30 @@ class RootFS:
             if not is_instance_id(name) or name in recorded:
                 continue
             instance_dir = self._store.instance_dir(name)
-            below = [p for p in mounted if paths.is_within(p, instance_dir)]
-            report.unmounted += below
-            report.orphans.append(instance_dir)
             if dry_run:
-                continue
-            for point in reversed(below):  # deepest (latest) first
-                teardown.unmount(point, ErrorId.ErrUnmountSubdir, self.syscalls)
-            try:
-                self.syscalls.remove_tree(instance_dir)
-            except FileNotFoundError:
-                pass  # a remove finished meanwhile
-            except OSError as exc:
-                raise RootFSError(
-                    ErrorId.ErrRemoveMountDir, f"cannot delete {instance_dir}", cause=exc
-                ) from exc
+                report.unmounted += [p for p in mounted if paths.is_within(p, instance_dir)]
+                report.orphans.append(instance_dir)
+            else:
+                self._sweep_without_record(instance_dir, mounted, report)
+        if not dry_run:
+            self._store.sweep_temporaries()
         return report
+
+    def _sweep_without_record(self, instance_dir: str, mounted: list[str], report: GcReport) -> None:
+        """Unmount whatever is mounted in an instance directory no journal
+        describes, deepest first, then delete it (never across a mount).
+        Only what was really there is reported: a remove finishing meanwhile
+        may have taken it away."""
+        for point in reversed([p for p in mounted if paths.is_within(p, instance_dir)]):
+            if teardown.unmount(point, ErrorId.ErrUnmountSubdir, self.syscalls):
+                report.unmounted.append(point)
+        try:
+            self.syscalls.remove_tree(instance_dir)
+            report.orphans.append(instance_dir)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise RootFSError(ErrorId.ErrRemoveMountDir, f"cannot delete {instance_dir}", cause=exc) from exc
 
     def _sweep_incomplete(self, *, dry_run: bool = False) -> list[str]:
         """Take apart the incomplete instances whose owner is gone."""
@@ -210,7 +222,18 @@ class RootFS:
                 swept.append(instance_id)
                 if dry_run:
                     continue
-                record = self._store.read(instance_id)
+                try:
+                    record = self._store.read(instance_id)
+                except RootFSError:
+                    # A record a power loss cut short: its journal is lost, so
+                    # the instance is swept as one without a record.
+                    report = GcReport([], [], [])
+                    self._sweep_without_record(
+                        self._store.instance_dir(instance_id), mounttable.mounts_below(self.base_dir), report
+                    )
+                    self._store.delete(instance_id)
+                    claim.finish()
+                    continue
                 if record is not None:
                     self._take_apart(record, claim, was_ready=False)
                 claim.finish()

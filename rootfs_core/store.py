@@ -158,11 +158,11 @@ class Store:
         return os.path.join(self.records_dir, instance_id + ".json")
 
     def create(self, record: Record) -> None:
-        """Write a new record (it must not exist yet)."""
+        """Write a new record (it must not exist yet). It appears whole or not
+        at all, so a reader or a crash never meets an empty one."""
         path = self._record_path(record.id)
         try:
-            with open(path, "x", encoding="utf-8") as fh:
-                fh.write(_lines(record))
+            os.close(self._publish(path, _lines(record).encode()))
         except OSError as exc:
             raise RootFSError(ErrorId.ErrRecord, f"cannot write record {path}", cause=exc) from exc
 
@@ -183,12 +183,13 @@ class Store:
     def write(self, record: Record) -> None:
         """Replace the record as a whole (after a partial undo: rare)."""
         path = self._record_path(record.id)
-        tmp = path + ".tmp"
+        tmp = self._temp_name(path)
         try:
             with open(tmp, "w", encoding="utf-8") as fh:
                 fh.write(_lines(record))
             os.replace(tmp, path)
         except OSError as exc:
+            _unlink(tmp)
             raise RootFSError(ErrorId.ErrRecord, f"cannot write record {path}", cause=exc) from exc
 
     def read(self, instance_id: str) -> Record | None:
@@ -213,10 +214,19 @@ class Store:
             raise RootFSError(ErrorId.ErrRecord, f"cannot read record {path}", cause=exc) from exc
 
     def delete(self, instance_id: str) -> None:
-        try:
-            os.unlink(self._record_path(instance_id))
-        except FileNotFoundError:
-            pass
+        _unlink(self._record_path(instance_id))
+
+    def sweep_temporaries(self) -> list[str]:
+        """Delete the temporary files of processes that died while writing one
+        (their names carry the writer's pid); return their paths."""
+        swept = []
+        for directory in (self.records_dir, self.incomplete_dir):
+            for name in os.listdir(directory):
+                match = _TEMP.match(name)
+                if match and not _alive(int(match.group(1))):
+                    _unlink(os.path.join(directory, name))
+                    swept.append(os.path.join(directory, name))
+        return swept
 
     def ids(self) -> list[str]:
         return sorted(
@@ -250,9 +260,21 @@ class Store:
     def _lock_marker(self, instance_id: str, *, create: bool, wait: bool) -> Claim | None:
         path = os.path.join(self.incomplete_dir, instance_id)
         while True:
+            if create:
+                try:
+                    # Born locked: the marker appears only once flock is held,
+                    # so no sweeper ever finds it unlocked and thinks its
+                    # owner dead.
+                    return Claim(path, self._publish(path, b"", lock=True))
+                except FileExistsError:
+                    pass  # someone holds (or held) it: wait for them below
+                except OSError as exc:
+                    raise RootFSError(ErrorId.ErrRecord, f"cannot create marker {path}", cause=exc) from exc
             try:
-                fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0), 0o600)
+                fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
             except FileNotFoundError:
+                if create:
+                    continue  # finished meanwhile: try to create it again
                 return None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
@@ -268,3 +290,47 @@ class Store:
             os.close(fd)
             if not create:
                 return None
+
+    # files appearing whole -------------------------------------------------
+    def _temp_name(self, path: str) -> str:
+        directory, name = os.path.split(path)
+        return os.path.join(directory, f".{name}.{os.getpid()}.{os.urandom(4).hex()}.new")
+
+    def _publish(self, path: str, content: bytes, *, lock: bool = False) -> int:
+        """Create ``path`` with ``content`` (and flock held, if ``lock``) by
+        linking a finished temporary file into place; return its open fd.
+        Raises ``FileExistsError`` if ``path`` exists."""
+        tmp = self._temp_name(path)
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            if lock:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            if content:
+                os.write(fd, content)
+            os.link(tmp, path)
+        except BaseException:
+            os.close(fd)
+            raise
+        finally:
+            _unlink(tmp)
+        return fd
+
+
+_TEMP = re.compile(r"^\..*\.([0-9]+)\.[0-9a-f]{8}\.new$")
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -27,7 +27,7 @@ MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 0x40000
 # umount2(2) flags
-MNT_DETACH = 0x2
+MNT_EXPIRE = 0x4
 UMOUNT_NOFOLLOW = 0x8
 
 _AT_FDCWD = -100
@@ -62,6 +62,15 @@ class Syscalls(Protocol):
 
     def is_mountpoint(self, path: str) -> bool:
         """Whether ``path`` (not followed if a symlink) is the root of a mount."""
+
+    def is_busy(self, path: str) -> bool:
+        """Whether a process uses the mount at ``path`` (cwd, open file),
+        asked without unmounting it. False when the kernel cannot tell."""
+
+    def processes_using(self, path: str) -> list[str]:
+        """Processes with their root, working directory, an open file or a
+        mapped file at or below ``path``, as ``"pid (command)"``. For a mount
+        the kernel cannot ask about (one with mounts on it)."""
 
     def run_mount_program(self, argv: list[str], target: str) -> None:
         """Run a program that mounts ``target`` and returns once it is mounted
@@ -175,6 +184,41 @@ class LinuxSyscalls:
 
     def is_mountpoint(self, path: str) -> bool:
         return mount_info(path)[1]
+
+    def is_busy(self, path: str) -> bool:
+        # umount2(MNT_EXPIRE) on an unused mount only marks it "expired"
+        # (EAGAIN), and on a used one says EBUSY: the kernel's own busy test,
+        # without unmounting. The stat that follows walks through the mount,
+        # which clears the mark, so a second MNT_EXPIRE (ours, later) cannot
+        # unmount it behind our back.
+        result = _lib().umount2(os.fsencode(path), MNT_EXPIRE | UMOUNT_NOFOLLOW)
+        err = ctypes.get_errno()
+        if result == 0:
+            return False  # it had been marked expired already, and is now unmounted
+        if err == errno.EAGAIN:
+            os.stat(path)
+        return err == errno.EBUSY
+
+    def processes_using(self, path: str) -> list[str]:
+        prefix = path.rstrip("/") + "/"
+
+        def inside(link: str) -> bool:
+            return link == path or link.startswith(prefix)
+
+        users = []
+        for pid in (name for name in os.listdir("/proc") if name.isdigit()):
+            proc = f"/proc/{pid}"
+            try:
+                links = [os.readlink(f"{proc}/{name}") for name in ("root", "cwd")]
+                links += [os.readlink(f"{proc}/fd/{fd}") for fd in os.listdir(f"{proc}/fd")]
+                with open(f"{proc}/maps", encoding="utf-8", errors="surrogateescape") as fh:
+                    links += [line.split(maxsplit=5)[-1].rstrip("\n") for line in fh if "/" in line]
+                if any(inside(link) for link in links):
+                    with open(f"{proc}/comm", encoding="utf-8", errors="replace") as fh:
+                        users.append(f"{pid} ({fh.read().strip()})")
+            except OSError:
+                continue  # gone meanwhile, or not ours to look at
+        return users
 
     def run_mount_program(self, argv: list[str], target: str) -> None:
         proc = subprocess.run(

@@ -74,3 +74,46 @@ def test_is_mountpoint_sees_same_filesystem_bind(leak_guard: None) -> None:
         sys.umount(target, UMOUNT_NOFOLLOW)
     assert not sys.is_mountpoint(target)
     remove_scratch(holder)
+
+
+def test_a_busy_inner_mount_is_refused_before_anything_is_touched(
+    rfs: RootFS, prototype: str, base_dir: str
+) -> None:
+    """A process in etc (mounted before tmp): without the check first, tmp's
+    tmpfs would be unmounted, and its data lost, before etc said EBUSY."""
+    root = rfs.generate(prototype)
+    with open(os.path.join(root, "tmp/data"), "w") as fh:
+        fh.write("keep\n")
+    holder = subprocess.Popen(["sleep", "60"], cwd=os.path.join(root, "etc"))
+    try:
+        with pytest.raises(RootFSError) as info:
+            rfs.remove(root)
+        assert info.value.error_id is ErrorId.ErrRootBusy and root + "/etc" in str(info.value)
+        assert mounts_below(root) == [root, root + "/etc", root + "/tmp"]
+        with open(os.path.join(root, "tmp/data")) as fh:
+            assert fh.read() == "keep\n"
+        assert rfs.instance(root).state == "ready"  # type: ignore[union-attr]
+    finally:
+        holder.kill()
+        holder.wait()
+    rfs.remove(root)
+    assert mounts_below(base_dir) == []
+
+
+def test_is_busy_does_not_unmount(leak_guard: None) -> None:
+    holder = scratch_dir("busy-")
+    sys_ = LinuxSyscalls()
+    sys_.mount("tmpfs", holder, "tmpfs", 0, "size=1M")
+    try:
+        for _ in range(3):  # twice in a row would unmount, were the expiry mark not cleared
+            assert sys_.is_busy(holder) is False
+            assert sys_.is_mountpoint(holder)
+        proc = subprocess.Popen(["sleep", "60"], cwd=holder)
+        try:
+            assert sys_.is_busy(holder) is True
+        finally:
+            proc.kill()
+            proc.wait()
+    finally:
+        sys_.umount(holder, UMOUNT_NOFOLLOW)
+    remove_scratch(holder)

@@ -29,12 +29,12 @@ GENERATE = [
     ("chmod", ErrorId.ErrCreateTempDir),
     ("mount", ErrorId.ErrOverlayTempDir),  # tmpfs on tmp
 ]
-REMOVE = [
-    ("umount", ErrorId.ErrUnmountSubdir),
-    ("rmdir", ErrorId.ErrRemoveMountDir),
-    ("umount", ErrorId.ErrUnmountSubdir),
-    ("remove_tree", ErrorId.ErrRemoveMountDir),
+REMOVE = [  # every mount goes before anything is deleted
+    ("umount", ErrorId.ErrUnmountSubdir),  # tmp
+    ("umount", ErrorId.ErrUnmountSubdir),  # etc
     ("umount", ErrorId.ErrUnmountRoot),
+    ("rmdir", ErrorId.ErrRemoveMountDir),
+    ("remove_tree", ErrorId.ErrRemoveMountDir),
     ("rmdir", ErrorId.ErrRemoveMountDir),
     ("rmdir", ErrorId.ErrRemoveMountDir),
 ]
@@ -100,9 +100,9 @@ def test_failed_rollback_is_reported_and_gc_finishes(
 ) -> None:
     faulty = FaultySyscalls()
     rfs = _probed(base_dir, registry, faulty)
-    # fail the tmpfs mount (13), then the rollback's unmount of etc (16; 14
-    # is the harmless umount of the tmpfs that never was, 15 its rmdir)
-    faulty.fail_on = {13, 16}
+    # fail the tmpfs mount (13), then the rollback's unmount of etc (15; 14
+    # is the harmless umount of the tmpfs that never was)
+    faulty.fail_on = {13, 15}
     with pytest.raises(RootFSError) as info:
         rfs.generate(prototype)
     assert info.value.error_id is ErrorId.ErrOverlayTempDir

@@ -85,6 +85,12 @@ class FaultySyscalls:
     def is_mountpoint(self, path: str) -> bool:
         return self.inner.is_mountpoint(path)
 
+    def is_busy(self, path: str) -> bool:
+        return self.inner.is_busy(path)
+
+    def processes_using(self, path: str) -> list[str]:
+        return self.inner.processes_using(path)
+
 
 class FakeMounts(LinuxSyscalls):
     """Real directories, copies and bind mounts; other mounts only recorded.
@@ -128,6 +134,9 @@ class FakeMounts(LinuxSyscalls):
 
     def is_mountpoint(self, path: str) -> bool:
         return os.path.normpath(path) in self.mounted or super().is_mountpoint(path)
+
+    def is_busy(self, path: str) -> bool:
+        return os.path.normpath(path) not in self.mounted and super().is_busy(path)
 
     def rmdir(self, path: str) -> None:
         if os.path.normpath(path) in self.mounted:

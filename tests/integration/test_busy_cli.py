@@ -24,13 +24,6 @@ from rootfs_core.testing.checks import mounts_below
 
 BUSY = re.compile(r"ErrRootBusy: (.+?) is busy: ")
 HOLDERS = [("cwd", "."), ("cwd", "tmp"), ("cwd", "usr"), ("cwd", "var"), ("open", "etc/hostname")]
-QUILT_PARTIAL_TEARDOWN = pytest.mark.xfail(
-    strict=True,
-    reason="bug: a failed remove of a busy quilt root is not atomic: rootfs_core/teardown.py undo() "
-    "undoes the journal step by step, so every writable copy mounted after the busy one is unmounted "
-    "AND deleted (rw/N-*) before the EBUSY; core.py _take_apart then leaves the instance incomplete "
-    "(list: 'incomplete'), without the writes made in it and no longer usable",
-)
 
 
 def _holder(root: str, how: str, where: str) -> subprocess.Popen[bytes]:
@@ -95,10 +88,7 @@ def _ready_cases() -> list[object]:
     cases: list[object] = []
     for backend in ("overlayfs", "quilt"):
         for how, where in HOLDERS:
-            # The quilt undoes its last-mounted copy (var) first: busy there, nothing was undone yet.
-            partial = backend == "quilt" and where != "var"
-            marks = [QUILT_PARTIAL_TEARDOWN] if partial else []
-            cases.append(pytest.param(backend, how, where, marks=marks, id=f"{backend}-{how}-{where}"))
+            cases.append(pytest.param(backend, how, where, id=f"{backend}-{how}-{where}"))
     return cases
 
 
@@ -133,9 +123,7 @@ def test_busy_remove_leaves_the_root_ready_and_working(
         assert run_cli(base_dir, "remove", root).returncode == 0
 
 
-@pytest.mark.parametrize(
-    "backend", ["overlayfs", pytest.param("quilt", marks=QUILT_PARTIAL_TEARDOWN)], indirect=True
-)
+@pytest.mark.parametrize("backend", ["overlayfs", "quilt"], indirect=True)
 def test_a_running_container_keeps_its_root(
     base_dir: str, backend: str, busybox_prototype: str, held: list[subprocess.Popen[bytes]]
 ) -> None:

@@ -130,14 +130,6 @@ def test_concurrent_cycles_with_gc_beside_them(base_dir: str, prototype: str, ba
     assert assert_consistent(base_dir, {}) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: RootFS.gc (rootfs_core/core.py, the loop over `names`) lists the base dir and the "
-    "mount table before reading the records, so an instance that a concurrent remove finishes in "
-    "between is reported in `orphans` and `unmounted` although gc found nothing to do (remove_tree "
-    "raised FileNotFoundError, unmount saw no mount point); `rootfs gc` then prints that it cleaned "
-    "up what it never touched",
-)
 def test_gc_does_not_report_what_a_concurrent_remove_took_away(
     base_dir: str, backend: str, prototype: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -160,16 +152,6 @@ def test_gc_does_not_report_what_a_concurrent_remove_took_away(
     assert report == GcReport([], [], [])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: rootfs_core/store.py Store._lock_marker creates the incomplete marker (os.open "
-    "O_CREAT) and only then flock()s it; in between, gc or the sweep on opening in another process "
-    "(claim_abandoned: open + LOCK_NB) finds it unlocked, takes its live owner for dead and takes "
-    "the instance apart under a remove that has just begun (seen in the 4 x 100 concurrency run). "
-    "Suggested fix: create the marker under a temporary name, flock it, then link() it into place "
-    "(EEXIST: open the existing one and wait for its lock), so a marker is never seen unlocked",
-)
 def test_gc_leaves_alone_an_instance_a_live_remove_is_claiming(
     base_dir: str, backend: str, prototype: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -194,14 +176,6 @@ def test_gc_leaves_alone_an_instance_a_live_remove_is_claiming(
     assert report is not None and report.instances == [], f"gc took apart a live process's instance: {report}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: rootfs_core/store.py Store.create opens <id>.json with mode 'x', then writes the "
-    "header: a list (RootFS.instances -> Store.read) in that window reads an empty file and fails "
-    "with ErrRecord, so `rootfs list` exits 1 while a generate runs (seen in the 4 x 100 concurrency "
-    "run). Suggested fix: finish the record under a temporary name and link() it into place",
-)
 def test_list_beside_a_generate_whose_record_just_appeared(
     base_dir: str, backend: str, prototype: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

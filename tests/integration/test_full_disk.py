@@ -161,13 +161,6 @@ def test_out_of_inodes_at_every_step_fails_clearly_and_leaves_nothing(
     assert_base_dir_clean(base)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: rootfs_core/store.py Store._lock_marker lets the OSError of os.open (here ENOSPC, "
-    "no inode left for the incomplete marker) escape as a bare OSError, not a RootFSError, so the "
-    "command prints a traceback instead of an error id. Suggested fix: wrap it in "
-    "RootFSError(ErrRecord, 'cannot create the marker ...')",
-)
 def test_no_inode_left_for_the_marker_fails_clearly(
     backend: str, prototype: str, small_base: Callable[[str], str]
 ) -> None:

@@ -143,13 +143,6 @@ def test_prototype_path_with_odd_characters(
     assert_base_dir_clean(base_dir)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: rootfs_core/cli.py prints paths with print(), so when stdout is strict UTF-8 "
-    "(PYTHONIOENCODING=utf-8, which tox sets, or any UTF-8 locale but C.UTF-8) `rootfs list` dies with a "
-    "UnicodeEncodeError traceback on a prototype path that is not UTF-8. Suggested fix: in main(), "
-    "sys.stdout.reconfigure(errors='surrogateescape') (paths are bytes), as Python does for C.UTF-8",
-)
 def test_list_prints_a_non_utf8_prototype_in_a_strict_utf8_locale(
     base_dir: str, make_prototype: MakePrototype
 ) -> None:

@@ -121,7 +121,7 @@ def _hostile_steps(prototype: str, root: str) -> list[tuple[str, Step, ErrorId]]
         ("tree of the prototype", Step("tree", prototype, undo), ErrorId.ErrNotOurRoot),
         ("tree of a path climbing out", Step("tree", escape, undo), ErrorId.ErrNotOurRoot),
         ("tree of /etc", Step("tree", "/etc", undo), ErrorId.ErrNotOurRoot),
-        ("tree of the mounted root", Step("tree", root, undo), ErrorId.ErrRemoveMountDir),
+        ("tree of the mounted root", Step("tree", root, undo), ErrorId.ErrRecord),
         ("tree of a symlink to the prototype", Step("tree", link, undo), ErrorId.ErrRemoveMountDir),
         ("dir that is a symlink to the prototype", Step("dir", link, undo), ErrorId.ErrRemoveMountDir),
     ]
