@@ -366,7 +366,7 @@ def main() -> int:
     args = parser.parse_args()
     work = f"/tmp/rootfs-bench-{os.getpid()}"
     os.mkdir(work, 0o700)
-    os.environ["ROOTFS_PROBE_CACHE"] = f"{work}/probe-cache"
+    os.environ["ROOTFS_CACHE"] = f"{work}/probe-cache"
     os.environ["ROOTFS_CONFIG"] = f"{work}/no-config.toml"
     try:
         if args.what == "cli":

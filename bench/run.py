@@ -291,7 +291,7 @@ def item_cli(res: Results, s: Settings, work: str, busybox: str, warm_cache: str
         "ROOTFS_BASE_DIR": base,
         "PYTHONPYCACHEPREFIX": f"{work}/pycache",
     }
-    envs = {"warm": env | {"ROOTFS_PROBE_CACHE": warm_cache}, "cold": env | {"ROOTFS_PROBE_CACHE": ""}}
+    envs = {"warm": env | {"ROOTFS_CACHE": warm_cache}, "cold": env | {"ROOTFS_CACHE": ""}}
 
     def run(argv: list[str], e: dict[str, str]) -> tuple[float, str]:
         seconds, proc = timed(
@@ -351,11 +351,11 @@ def item_cli(res: Results, s: Settings, work: str, busybox: str, warm_cache: str
     lib_base = f"{work}/open"
     os.makedirs(lib_base)
     opened: dict[str, list[float]] = {"warm": [], "cold": []}
-    saved = os.environ.get("ROOTFS_PROBE_CACHE")
+    saved = os.environ.get("ROOTFS_CACHE")
     try:
         for _ in range(max(5, s.cli_reps)):
             for kind, cache in (("warm", warm_cache), ("cold", "")):
-                os.environ["ROOTFS_PROBE_CACHE"] = cache
+                os.environ["ROOTFS_CACHE"] = cache
 
                 def once() -> None:
                     rfs = RootFS(lib_base)
@@ -364,9 +364,9 @@ def item_cli(res: Results, s: Settings, work: str, busybox: str, warm_cache: str
                 opened[kind].append(timed(once)[0])
     finally:
         if saved is None:
-            os.environ.pop("ROOTFS_PROBE_CACHE", None)
+            os.environ.pop("ROOTFS_CACHE", None)
         else:
-            os.environ["ROOTFS_PROBE_CACHE"] = saved
+            os.environ["ROOTFS_CACHE"] = saved
     res.medians_ms["open.warm"] = ms(opened["warm"])
     res.medians_ms["open.cold"] = ms(opened["cold"])
     res.ratios.append(
@@ -727,7 +727,7 @@ def main(argv: list[str] | None = None) -> int:
             # A probe cache of our own: warm after the first RootFS, and never
             # mixed with the host's /run/rootfs.
             warm_cache = f"{work}/probe-cache"
-            os.environ["ROOTFS_PROBE_CACHE"] = warm_cache
+            os.environ["ROOTFS_CACHE"] = warm_cache
             os.environ.pop("ROOTFS_BACKEND", None)
             os.environ["ROOTFS_CONFIG"] = f"{work}/no-config.toml"  # absent, as on most hosts
             busybox = f"{work}/proto-busybox"

@@ -1,8 +1,10 @@
 """Finding the installed backends, and calling one of them.
 
-stevedore loads the entry-point group ``rootfs.backends``: a plugin that fails
-to import is recorded with its error and skipped, so one broken distribution
-never hides the others (pluggy's own loader stops at the first failure).
+stevedore lists the entry-point group ``rootfs.backends`` (remembered between
+commands until the environment changes); each plugin is then imported on its
+own: one that fails to import is recorded with its error and skipped, so one
+broken distribution never hides the others (pluggy's own loader stops at the
+first failure).
 pluggy then registers each loaded plugin, which validates its hooks against
 ``hookspecs.BackendSpec``, and calls them. A plugin that fails validation, or
 describes itself wrongly, is recorded as broken too.
@@ -11,7 +13,11 @@ describes itself wrongly, is recorded as broken too.
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import json
 import logging
+import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +26,7 @@ import pluggy
 from rootfs_core import hookspecs
 from rootfs_core.errors import ErrorId, RootFSError
 from rootfs_core.hookspecs import BackendInfo
+from rootfs_core.selection import cache_dir
 
 log = logging.getLogger("rootfs")
 
@@ -56,21 +63,25 @@ class Registry:
 
     @classmethod
     def discover(cls) -> Registry:
-        """Load every entry point of the group, isolating failures."""
-        from stevedore import ExtensionManager  # costs ~20 ms: only when needed
+        """Load every entry point of the group, isolating failures.
 
-        broken: dict[str, tuple[str, str]] = {}
-
-        def failed(_mgr: object, entry_point: Any, exc: BaseException) -> None:
-            broken[entry_point.name] = (entry_point.value, f"{type(exc).__name__}: {exc}")
-            log.info("backend %s failed to load: %s", entry_point.name, exc)
-
-        # stevedore keeps the group's entry points for the life of the process;
-        # a long-running caller that installs a backend must see it on its next
-        # RootFS, so each discovery starts from the installed metadata.
-        ExtensionManager.ENTRY_POINT_CACHE.pop(ENTRY_POINT_GROUP, None)
-        manager: Any = ExtensionManager(ENTRY_POINT_GROUP, on_load_failure_callback=failed)
-        plugins = {ext.name: (ext.entry_point_target, ext.plugin) for ext in manager}
+        The group's entry points are remembered (``EntryPointCache``), so a
+        command pays for scanning installed metadata only after something
+        was installed or removed; loading and isolating them is done anew
+        each time either way.
+        """
+        cache = EntryPointCache()
+        targets = cache.get()
+        if targets is None:
+            plugins, broken = _load_with_stevedore()
+            cache.put({name: target for name, (target, _) in (plugins | broken).items()})
+            return cls(plugins, broken)
+        plugins, broken = {}, {}
+        for name, target in targets.items():
+            try:
+                plugins[name] = (target, _load(target))
+            except Exception as exc:  # a broken plugin must not break the others
+                broken[name] = _failure(name, target, exc)
         return cls(plugins, broken)
 
     def _register(self, name: str, target: str, plugin: object) -> Backend:
@@ -122,6 +133,86 @@ class Registry:
             caller = self._pm.subset_hook_caller(hook, remove_plugins=others)
             self._callers[key] = caller
         return caller(**kwargs)
+
+
+def _load_with_stevedore() -> tuple[dict[str, tuple[str, object]], dict[str, tuple[str, str]]]:
+    """Scan the installed metadata and load every plugin of the group."""
+    from stevedore import ExtensionManager  # with importlib.metadata, ~30 ms: only on a cache miss
+
+    broken: dict[str, tuple[str, str]] = {}
+
+    def failed(_mgr: object, entry_point: Any, exc: BaseException) -> None:
+        broken[entry_point.name] = _failure(entry_point.name, entry_point.value, exc)
+
+    # stevedore keeps a group's entry points for the life of the process; a
+    # long-running caller that installs a backend must see it on its next
+    # RootFS, so each scan starts from the installed metadata.
+    ExtensionManager.ENTRY_POINT_CACHE.pop(ENTRY_POINT_GROUP, None)
+    manager: Any = ExtensionManager(ENTRY_POINT_GROUP, on_load_failure_callback=failed)
+    return {ext.name: (ext.entry_point_target, ext.plugin) for ext in manager}, broken
+
+
+def _failure(name: str, target: str, exc: BaseException) -> tuple[str, str]:
+    log.info("backend %s failed to load: %s", name, exc)
+    return target, f"{type(exc).__name__}: {exc}"
+
+
+def _load(target: str) -> object:
+    """Import what an entry point names, as importlib.metadata would."""
+    module_name, _, attrs = target.partition(":")
+    obj: object = importlib.import_module(module_name.strip())
+    for attr in filter(None, attrs.strip().split(".")):
+        obj = getattr(obj, attr)
+    return obj
+
+
+class EntryPointCache:
+    """The group's entry points, remembered until the environment changes.
+
+    Valid while ``sys.path`` lists the same directories with the same
+    modification times: installing or removing a distribution adds or
+    deletes a ``*.dist-info`` directory, which changes its directory's time.
+    Kept where the probe verdicts are (``selection.cache_dir``).
+    """
+
+    def __init__(self) -> None:
+        directory = cache_dir("entry-points")
+        self.path = os.path.join(directory, f"{os.geteuid()}.json") if directory else None
+
+    @staticmethod
+    def _key() -> list[list[object]]:
+        key: list[list[object]] = []
+        for entry in sys.path:
+            try:
+                key.append([entry, os.stat(entry or ".").st_mtime_ns])
+            except OSError:
+                key.append([entry, None])
+        return key
+
+    def get(self) -> dict[str, str] | None:
+        if self.path is None:
+            return None
+        try:
+            with open(self.path, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except (OSError, ValueError):
+            return None
+        if not isinstance(data, dict) or data.get("key") != self._key():
+            return None
+        targets = data.get("targets")
+        return targets if isinstance(targets, dict) else None
+
+    def put(self, targets: dict[str, str]) -> None:
+        if self.path is None:
+            return
+        try:
+            os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+            tmp = f"{self.path}.{os.getpid()}.tmp"
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump({"key": self._key(), "targets": targets}, fh)
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # a cache that cannot be written only costs a scan
 
 
 def distributions_by_backend() -> dict[str, str]:

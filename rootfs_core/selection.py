@@ -61,18 +61,24 @@ def _boot_id() -> str:
         return "unknown"
 
 
+def cache_dir(kind: str) -> str | None:
+    """Where rootfs keeps a cache of ``kind`` (``probes``, ``entry-points``):
+    under ``ROOTFS_CACHE`` if set ("" turns caching off), else ``/run/rootfs``
+    for root or ``$XDG_RUNTIME_DIR/rootfs``: places a reboot empties."""
+    configured = os.environ.get("ROOTFS_CACHE")
+    if configured is not None:
+        return os.path.join(configured, kind) if configured else None
+    if os.geteuid() == 0:
+        return os.path.join("/run/rootfs", kind)
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    return os.path.join(runtime, "rootfs", kind) if runtime else None
+
+
 class ProbeCache:
     """Probe verdicts that survive the process but not a reboot."""
 
     def __init__(self) -> None:
-        configured = os.environ.get("ROOTFS_PROBE_CACHE")
-        if configured is not None:
-            self.directory: str | None = configured or None  # "" turns the cache off
-        elif os.geteuid() == 0:
-            self.directory = "/run/rootfs/probes"
-        else:
-            runtime = os.environ.get("XDG_RUNTIME_DIR")
-            self.directory = os.path.join(runtime, "rootfs", "probes") if runtime else None
+        self.directory = cache_dir("probes")
 
     def _path(self, name: str, base_dir: str) -> str | None:
         if self.directory is None:

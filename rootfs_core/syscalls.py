@@ -10,13 +10,13 @@ mounts, unmounts, creates or deletes.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
-import shutil
-import subprocess
 import sys
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import subprocess
 
 # mount(2) flags (linux/mount.h)
 MS_RDONLY = 0x1
@@ -93,7 +93,10 @@ class _Libc:
     """ctypes bindings for the calls the ``os`` module lacks."""
 
     def __init__(self) -> None:
-        lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # The running interpreter's own symbols include libc's: no need for
+        # ctypes.util.find_library, which alone costs several milliseconds
+        # of start-up (it imports subprocess and shutil).
+        lib = ctypes.CDLL(None, use_errno=True)
         self.mount = lib.mount
         self.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
         self.umount2 = lib.umount2
@@ -221,6 +224,8 @@ class LinuxSyscalls:
         return users
 
     def run_mount_program(self, argv: list[str], target: str) -> None:
+        import subprocess
+
         proc = subprocess.run(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False
         )
@@ -229,6 +234,9 @@ class LinuxSyscalls:
             raise OSError(errno.EIO, f"{os.path.basename(argv[0])} failed: {message}", target)
 
     def fuse_unmount(self, target: str) -> None:
+        import shutil
+        import subprocess
+
         program = shutil.which("fusermount3") or shutil.which("fusermount")
         if program is None:
             raise OSError(errno.ENOENT, "neither fusermount3 nor fusermount is installed", target)
@@ -250,6 +258,8 @@ class LinuxSyscalls:
         # --reflink=auto makes it nearly free on btrfs and xfs. -x stays out of
         # filesystems mounted inside the prototype (a live /proc, say), which
         # the root's non-recursive bind does not show either.
+        import subprocess
+
         argv = ["cp", "-a", "-x", "--reflink=auto", "--no-target-directory", "--", source + "/.", target]
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -302,6 +312,8 @@ def _show_progress(proc: subprocess.Popen[bytes], source: str, target: str) -> N
     from the target filesystem's free space, which costs nothing per file
     (and is only approximate when something else writes there too).
     """
+    import subprocess
+
     try:
         proc.wait(timeout=1.0)
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -119,8 +120,8 @@ def test_real_discovery_isolates_broken_plugins(base_dir: str, discovery_path: s
 def test_probe_cache_keeps_successes_keyed_by_boot(
     base_dir: str, registry: Registry, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("ROOTFS_PROBE_CACHE", str(cache))
+    monkeypatch.setenv("ROOTFS_CACHE", str(tmp_path))
+    cache = tmp_path / "probes"
     assert RootFS(base_dir, registry=registry).probe("refuses").supported is False
     assert not cache.exists()  # a failure is not remembered: it may be mended any time
     assert RootFS(base_dir, registry=registry).probe("bindtest").supported is True
@@ -133,3 +134,24 @@ def test_probe_cache_keeps_successes_keyed_by_boot(
     # ...but not after a reboot (another boot id).
     path.write_text(path.read_text().replace('"boot_id": "', '"boot_id": "x'))
     assert RootFS(base_dir, registry=registry).probe("bindtest").supported is True
+
+
+def test_entry_points_are_cached_until_the_environment_changes(
+    base_dir: str, discovery_path: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A second discovery reads the remembered entry points (here forged to
+    prove it) until a directory on sys.path changes, as an install does."""
+    monkeypatch.setenv("ROOTFS_CACHE", str(tmp_path))
+    first = Registry.discover()
+    assert first.backends["bindtest"].error is None
+    assert "ImportError" in (first.backends["import-fails"].error or "")  # isolated, and remembered
+    (cached,) = (tmp_path / "entry-points").iterdir()
+    data = json.loads(cached.read_text())
+    data["targets"]["forged"] = "rootfs_testbackends.bindtest"
+    cached.write_text(json.dumps(data))
+    assert "forged" in Registry.discover().backends  # believed while nothing changed
+    os.utime(discovery_path)  # as installing or removing a distribution there would
+    again = Registry.discover()
+    assert "forged" not in again.backends
+    assert again.backends["bindtest"].error is None
+    assert "ImportError" in (again.backends["import-fails"].error or "")

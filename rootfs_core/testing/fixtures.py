@@ -104,7 +104,7 @@ def prototype() -> Iterator[str]:
 def _no_probe_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests probe for real every time: a verdict cached by another run (or
     another test's fake syscalls) must not decide the outcome."""
-    monkeypatch.setenv("ROOTFS_PROBE_CACHE", "")
+    monkeypatch.setenv("ROOTFS_CACHE", "")
 
 
 @pytest.fixture(scope="session")

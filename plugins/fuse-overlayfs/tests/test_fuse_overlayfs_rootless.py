@@ -131,7 +131,7 @@ def as_user(user: pwd.struct_passwd, *argv: str) -> subprocess.CompletedProcess[
         "HOME": user.pw_dir,
         "LANG": "C.UTF-8",
         "ROOTFS_CONFIG": "/nonexistent/rootfs.toml",
-        "ROOTFS_PROBE_CACHE": "",
+        "ROOTFS_CACHE": "",
     }
     return subprocess.run(
         ["runuser", "-u", USER, "--", "env", "-i", *(f"{k}={v}" for k, v in env.items()), *argv],
