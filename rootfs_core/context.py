@@ -13,12 +13,14 @@ import logging
 import os
 from typing import NoReturn
 
-from rootfs_core import paths
+from rootfs_core import paths, teardown
 from rootfs_core.errors import ErrorId, RootFSError
 from rootfs_core.store import Record, Step, Store
 from rootfs_core.syscalls import MS_BIND, MS_RDONLY, MS_REMOUNT, Syscalls
 
 log = logging.getLogger("rootfs")
+
+_MOUNTS = ("mount", "fuse-mount")
 
 # statvfs's ST_* bits that have the same value as mount(2)'s MS_* flags.
 _KEPT_FLAGS = os.ST_NOSUID | os.ST_NODEV | os.ST_NOEXEC | os.ST_NOATIME | os.ST_NODIRATIME | os.ST_RELATIME
@@ -214,3 +216,17 @@ class RemoveContext:
         self.instance_dir = os.path.dirname(record.root)
         self.options = record.options
         self.syscalls = syscalls
+        self._steps = record.steps
+
+    def unmount(self, target: str) -> bool:
+        """Unmount one of the instance's journaled mounts now, as the core
+        would (retried while busy, confirmed gone; ``fusermount3 -u`` for a
+        ``fuse_mount``), for a backend that must act between the unmount and
+        the deletes; return whether it was mounted. The core's own undo then
+        finds it unmounted. A mount the journal does not name (a generate
+        that failed before it) was never made: nothing to do."""
+        target = os.path.normpath(target)
+        step = next((s for s in reversed(self._steps) if s.path == target and s.op in _MOUNTS), None)
+        if step is None:
+            return False
+        return teardown.unmount(target, ErrorId[step.undo_error], self.syscalls, fuse=step.op == "fuse-mount")

@@ -31,8 +31,6 @@ PROGRAM = "fuse-overlayfs"
 # (without privilege) this one is, with no configuration.
 PRIORITY = 220
 FUSE_DEVICE = "/dev/fuse"
-UNMOUNT_TRIES = 5
-UNMOUNT_FIRST_WAIT = 0.05  # seconds, doubled after each EBUSY
 DAEMON_EXIT_TIMEOUT = 5.0  # seconds a daemon may take to exit once unmounted
 
 
@@ -70,16 +68,7 @@ def rootfs_remove(ctx: RemoveContext) -> None:
     """Unmount the root and wait for its daemon to exit, before the core
     deletes ``upper`` and ``work`` (which finds the root already unmounted)."""
     daemons = daemons_serving(ctx.root)
-    try:
-        mounted = ctx.syscalls.is_mountpoint(ctx.root)
-    except FileNotFoundError:
-        mounted = False  # a generate that failed before the root existed
-    except OSError as exc:
-        raise RootFSError(
-            ErrorId.ErrUnmountRoot, f"cannot tell whether {ctx.root} is mounted", cause=exc
-        ) from exc
-    if mounted:
-        unmount(ctx)
+    ctx.unmount(ctx.root)
     wait_for_exit(daemons, ctx.root)
 
 
@@ -185,28 +174,6 @@ def check_semantics(root: str, lower: str) -> Probe:
             f"and {sorted(os.listdir(lower))} in the lower layer"
         )
     return Probe.ok()
-
-
-def unmount(ctx: RemoveContext) -> None:
-    """``fusermount3 -u`` through the context's syscalls, retrying while busy
-    for a bounded time, as the core does for its own unmounts."""
-    wait = UNMOUNT_FIRST_WAIT
-    for attempt in range(1, UNMOUNT_TRIES + 1):
-        try:
-            ctx.syscalls.fuse_unmount(ctx.root)
-            return
-        except OSError as exc:
-            if exc.errno != errno.EBUSY:
-                raise RootFSError(ErrorId.ErrUnmountRoot, f"cannot unmount {ctx.root}", cause=exc) from exc
-            if attempt == UNMOUNT_TRIES:
-                raise RootFSError(
-                    ErrorId.ErrRootBusy,
-                    f"{ctx.root} is busy: a process still has its working directory or an open file in it "
-                    f"(see `fuser -vm {ctx.root}`); stop it and remove again",
-                    cause=exc,
-                ) from exc
-            time.sleep(wait)
-            wait *= 2
 
 
 def daemons_serving(root: str) -> list[int]:
