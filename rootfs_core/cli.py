@@ -24,10 +24,18 @@ DEFAULT_BASE_DIR = "/var/lib/rootfs"
 
 
 class _Elapsed(logging.Formatter):
-    """``-v`` lines carry the milliseconds since start, so slow steps stand out."""
+    """``-v`` lines carry the milliseconds since start, so slow steps stand
+    out; warnings say so, with or without ``-v``."""
+
+    def __init__(self, verbose: bool) -> None:
+        super().__init__()
+        self.verbose = verbose
 
     def format(self, record: logging.LogRecord) -> str:
-        return f"rootfs [{(record.created - _START_WALL) * 1000:8.1f} ms] {record.getMessage()}"
+        kind = "warning: " if record.levelno >= logging.WARNING else ""
+        if not self.verbose:
+            return f"rootfs: {kind}{record.getMessage()}"
+        return f"rootfs [{(record.created - _START_WALL) * 1000:8.1f} ms] {kind}{record.getMessage()}"
 
 
 _START_WALL = time.time()
@@ -254,12 +262,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream.reconfigure(errors="surrogateescape")
     parser = _parser()
     args = parser.parse_args(argv)
-    if getattr(args, "verbose", False):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(_Elapsed())
-        logger = logging.getLogger("rootfs")
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
+    verbose = bool(getattr(args, "verbose", False))
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Elapsed(verbose))
+    logger = logging.getLogger("rootfs")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
     from rootfs_core.errors import RootFSError
 
     try:

@@ -397,7 +397,7 @@ class RootFS:
         try:
             swept = self._sweep_incomplete()
         except RootFSError as exc:
-            log.warning("could not clean up an interrupted instance: %s (run `rootfs gc`)", exc)
+            log.warning("could not clean up an interrupted instance: %s (`rootfs gc` retries)", exc)
             return
         if swept:
             log.info("cleaned up interrupted instance(s): %s", ", ".join(swept))
