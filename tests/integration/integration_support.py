@@ -309,56 +309,6 @@ for _name in KillingSyscalls.CHANGING:
     setattr(KillingSyscalls, _name, _killing(_name))
 
 
-def drop_stray_record_tmp(base: str) -> list[str]:
-    """Delete the files other than records and markers that a process killed
-    inside a record write leaves in the state directory, and return their
-    names.
-
-    Works around a known bug (see
-    test_crash_points.py::test_a_record_rewrite_killed_half_way_leaves_nothing,
-    strict xfail), so that tests killing processes at random moments check
-    everything else; once gc removes these files itself, this finds none.
-    Call only when no rootfs process is running on ``base``.
-    """
-    state = base_state(base)
-    store = Store(base)
-    for stray in state.strays:
-        os.unlink(os.path.join(store.state_dir, stray))
-    return state.strays
-
-
-def drop_headless_records(base: str) -> list[str]:
-    """Delete the record (and marker) of each instance whose record file has
-    no complete header line, and return their ids.
-
-    Works around a known bug (see
-    test_crash_points.py::test_a_record_creation_killed_half_way_is_swept,
-    strict xfail): a process killed between creating its record file and
-    writing the header leaves a record nobody can read, on which gc fails.
-    The header is written before any directory or mount, so there is nothing
-    else to clean. Call only when no rootfs process is running on ``base``.
-    """
-    store = Store(base)
-    dropped = []
-    for instance_id in store.ids():
-        path = os.path.join(store.records_dir, instance_id + ".json")
-        with open(path, "rb") as fh:
-            first = fh.readline()
-        try:
-            json.loads(first)
-            continue
-        except ValueError:
-            pass
-        assert not os.path.lexists(store.instance_dir(instance_id)), instance_id
-        os.unlink(path)
-        try:
-            os.unlink(os.path.join(store.incomplete_dir, instance_id))
-        except FileNotFoundError:
-            pass
-        dropped.append(instance_id)
-    return dropped
-
-
 # ------------------------------------------------------------------ pausing or killing a child at a moment
 def act_once_visible(
     monkeypatch: pytest.MonkeyPatch, wanted: Callable[[str], bool], act: Callable[[], None]

@@ -6,8 +6,9 @@ directory, in a read-only part, an open file, and a process chrooted into
 the root (a running container): ``rootfs remove`` exits 1 with
 ``ErrRootBusy`` naming the busy mount, keeps the record, nothing is deleted
 through the live mount, and a later remove succeeds once the process is
-gone. Stricter, and not yet true of the quilt: the failed remove leaves the
-root ready and working, with what was written in it.
+gone. Stricter: the failed remove changes nothing at all (every mount is
+checked before any is touched), so the root stays ready and working, with
+what was written in it, on the quilt (a root with mounts on it) as on overlayfs.
 """
 
 from __future__ import annotations

@@ -10,6 +10,11 @@ the marker proves the kill landed inside the operation, ``gc`` on a RootFS
 opened earlier (so its own sweep, not the one on opening, does the work)
 names exactly that instance, and then nothing of it is left while the
 instance made beforehand still works and the prototype is unchanged.
+
+The same at every call that creates, links or deletes a file of the store
+(markers, records and their temporary files), in the middle of a journal
+line, and at the moment a record appears: ``gc`` leaves nothing at all of
+an unfinished instance, not even a temporary file.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import json
 import os
 import signal
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from integration_support import (
@@ -27,7 +33,6 @@ from integration_support import (
     assert_consistent,
     assert_works,
     base_state,
-    drop_stray_record_tmp,
     list_json,
     run_cli,
     text,
@@ -107,6 +112,93 @@ def test_sigkill_at_every_call_is_swept_by_gc(
     rfs.remove(keeper)
 
 
+def _die_at_store_file_call(monkeypatch: pytest.MonkeyPatch, state_dir: str, at: int, when: str) -> None:
+    """In a forked child only: SIGKILL this process just ``before``, or just
+    ``after``, its ``at``-th call that creates, links, renames or deletes a
+    file of the store (``os.open`` with ``O_CREAT``, ``os.link``,
+    ``os.rename``, ``os.replace``, ``os.unlink`` on a path in ``state_dir``):
+    markers, records and their temporary files, whatever way they are written."""
+    count = 0
+
+    def wrap(name: str) -> None:
+        real = getattr(os, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            nonlocal count
+            path = args[0]
+            ours = isinstance(path, str) and path.startswith(state_dir + "/")
+            if name == "open":
+                ours = ours and bool(args[1] & os.O_CREAT)
+            if ours:
+                count += 1
+                if count == at and when == "before":
+                    os.kill(os.getpid(), signal.SIGKILL)
+            result = real(*args, **kwargs)
+            if ours and count == at and when == "after":
+                os.kill(os.getpid(), signal.SIGKILL)
+            return result
+
+        monkeypatch.setattr(os, name, call)
+
+    for name in ("open", "link", "rename", "replace", "unlink"):
+        wrap(name)
+
+
+@pytest.mark.parametrize("operation", ["generate", "remove"])
+def test_sigkill_at_every_file_of_the_store_is_swept_by_gc(
+    base_dir: str, backend: str, prototype: str, operation: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kill just before and just after each call that creates, links or
+    deletes a marker, a record or one of their temporary files: ``gc``
+    names exactly the instances left marked, and then nothing at all is
+    left of an unfinished instance (no record, marker, temporary file,
+    directory or mount); an instance is either whole and ready or gone; the
+    instance made beforehand still works."""
+    rfs = RootFS(base_dir, backend=backend)
+    keeper = rfs.generate(prototype)
+    keeper_id = os.path.basename(os.path.dirname(keeper))
+    per_instance = {backend: len(mounts_below(keeper))}
+    state_dir = Store(base_dir).state_dir
+    kills = temporaries = 0
+    for when in ("before", "after"):
+        for at in range(1, 100):
+            where = f"{backend} {operation} killed {when} store call {at}"
+            target = rfs.generate(prototype) if operation == "remove" else ""
+
+            def act(at: int = at, when: str = when, target: str = target) -> None:
+                _die_at_store_file_call(monkeypatch, state_dir, at, when)
+                if operation == "generate":
+                    rfs.generate(prototype)
+                else:
+                    rfs.remove(target)
+
+            status = _die_in_child(act)
+            if os.WIFEXITED(status):  # fewer calls than that: all were covered
+                assert os.WEXITSTATUS(status) == 0 and at > 4, f"{where}: {status}"
+                for instance in rfs.instances():
+                    if instance.id != keeper_id:
+                        rfs.remove(instance.root)
+                break
+            assert os.WTERMSIG(status) == signal.SIGKILL, f"{where}: {status}"
+            kills += 1
+            before = base_state(base_dir)
+            temporaries += bool(before.strays)
+            report = rfs.gc()
+            assert report.instances == before.markers, f"{where}: {before} {report}"
+            assert report.unmounted == [] and report.orphans == [], f"{where}: {report}"
+            listed = [dataclasses.asdict(i) for i in rfs.instances()]
+            ready = assert_consistent(base_dir, per_instance, where, listed=listed)
+            assert keeper_id in ready and len(ready) <= 2, f"{where}: {ready}"
+            for instance_id in ready:
+                assert_works(os.path.join(base_dir, instance_id, "root"), f"{when}{at}")
+                if instance_id != keeper_id:  # the generate had finished, or the remove not begun
+                    assert not before.markers, f"{where}: {before}"
+                    rfs.remove(instance_id)
+    print(f"{backend} {operation}: {kills} kills, {temporaries} left a temporary file")
+    assert kills >= 8 and temporaries > 0, (kills, temporaries)
+    rfs.remove(keeper)
+
+
 def test_a_journal_append_killed_half_way_is_swept(
     base_dir: str, backend: str, prototype: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -167,23 +259,8 @@ def test_a_generate_killed_as_its_record_appears_is_swept(
     if not (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL):
         pytest.fail(f"the generate never made a record appear (status {status}): update this test")
     (killed,) = base_state(base_dir).markers
-    try:
-        assert rfs.gc().instances == [killed]
-    finally:
-        _drop_by_hand(base_dir, killed)
+    assert rfs.gc().instances == [killed]
     assert_consistent(base_dir, {}, listed=[])
-
-
-def _drop_by_hand(base: str, instance_id: str) -> None:
-    """Delete a record and marker gc could not (a failed xfail), so that the
-    base_dir fixture checks everything else. Nothing else exists of them."""
-    store = Store(base)
-    for path in (
-        os.path.join(store.records_dir, instance_id + ".json"),
-        os.path.join(store.incomplete_dir, instance_id),
-    ):
-        if os.path.lexists(path):
-            os.unlink(path)
 
 
 @pytest.mark.parametrize("content", [b"", b'{"id": "'], ids=["empty", "torn header"])
@@ -196,11 +273,8 @@ def test_a_record_left_empty_by_a_power_loss_is_swept(base_dir: str, content: by
     open(os.path.join(store.incomplete_dir, instance_id), "x").close()
     with open(os.path.join(store.records_dir, instance_id + ".json"), "xb") as fh:
         fh.write(content)
-    try:
-        # sweep=False: opening would sweep it already, and gc would find nothing to name
-        assert RootFS(base_dir, sweep=False).gc().instances == [instance_id]
-    finally:
-        _drop_by_hand(base_dir, instance_id)
+    # sweep=False: opening would sweep it already, and gc would find nothing to name
+    assert RootFS(base_dir, sweep=False).gc().instances == [instance_id]
     assert_consistent(base_dir, {}, listed=[])
 
 
@@ -232,13 +306,11 @@ def test_a_record_rewrite_killed_half_way_leaves_nothing(
     status = _die_in_child(act)
     if not (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL):
         pytest.fail(f"the failed remove never replaced its record (status {status}): update this test")
-    (killed,) = base_state(base_dir).markers
+    before = base_state(base_dir)
+    (killed,) = before.markers
+    assert before.strays, "the killed rewrite left no temporary file: update this test"
     assert rfs.gc().instances == [killed]
-    try:
-        assert base_state(base_dir).strays == []
-    finally:
-        drop_stray_record_tmp(base_dir)  # so that the base_dir fixture checks the rest
-    assert_consistent(base_dir, {}, listed=[])
+    assert_consistent(base_dir, {}, listed=[])  # no stray temporary file either
 
 
 def test_gc_dry_run_changes_nothing_and_names_the_killed_instance(

@@ -131,8 +131,8 @@ def test_out_of_inodes_at_every_step_fails_clearly_and_leaves_nothing(
     generate fails at each of its steps in turn (its record, each directory,
     each copy; and, unless the backend was probed beforehand, each step of
     the probe's throw-away instance) with an error id and leaves nothing,
-    until there are enough and it succeeds. (None left at all: the strict
-    xfail below.)"""
+    until there are enough and it succeeds. (None left at all: the test
+    below.)"""
     base = small_base("size=64M,nr_inodes=400")
     holder = os.path.dirname(base)
     RootFS(base)  # the state directory exists before counting
