@@ -119,7 +119,19 @@ class RootFS:
         """
         instance_id = self._instance_id(os.fspath(root_or_id))
         with self._store.claim(instance_id) as claim:
-            record = self._store.read(instance_id)
+            try:
+                record = self._store.read(instance_id)
+            except RootFSError:
+                # A record damaged (a power loss cut it short): its journal is
+                # lost, so the instance is taken apart by what is really there.
+                self._sweep_without_record(
+                    self._store.instance_dir(instance_id),
+                    mounttable.mounts_below(self._store.instance_dir(instance_id)),
+                    GcReport([], [], []),
+                )
+                self._store.delete(instance_id)
+                claim.finish()
+                return
             if record is not None:
                 registry = self._get_registry()
                 if record.backend not in registry.backends or registry.backends[record.backend].error:
@@ -150,7 +162,13 @@ class RootFS:
         """Every instance with a record, oldest first."""
         found = []
         for instance_id in self._store.ids():
-            record = self._store.read(instance_id)
+            try:
+                record = self._store.read(instance_id)
+            except RootFSError as exc:
+                log.warning("%s (`rootfs remove %s` takes it apart)", exc, instance_id)
+                root = self._store.root_of(instance_id)
+                found.append(Instance(instance_id, root, "", "", "incomplete", 0.0, {}))
+                continue
             if record is not None:  # else removed meanwhile
                 found.append(self._describe(record))
         return sorted(found, key=lambda i: (i.created, i.id))

@@ -21,7 +21,7 @@ import logging
 import os
 import time
 
-from rootfs_core import paths
+from rootfs_core import mounttable, paths
 from rootfs_core.errors import ErrorId, RootFSError
 from rootfs_core.store import Step
 from rootfs_core.syscalls import UMOUNT_NOFOLLOW, Syscalls
@@ -76,7 +76,8 @@ def _refuse_if_busy(mounts: list[Step], syscalls: Syscalls) -> None:
 
     The kernel answers for a mount with nothing mounted on it; for one with
     mounts on it (a quilt's root) it always says busy, so the processes are
-    looked up instead (only then: it reads all of /proc).
+    looked up instead, and the mount table for mounts someone else added
+    below it (only then: both read the whole of /proc).
     """
     for step in reversed(mounts):  # innermost first: the most precise answer
         if step.op != "mount":
@@ -89,6 +90,13 @@ def _refuse_if_busy(mounts: list[Step], syscalls: Syscalls) -> None:
         users = syscalls.processes_using(step.path)
         if users:
             raise RootFSError(ErrorId.ErrRootBusy, f"{_busy_message(step.path)} (used by {', '.join(users)})")
+        ours = {s.path for s in mounts}
+        foreign = [p for p in mounttable.mounts_below(step.path) if p not in ours]
+        if foreign:
+            raise RootFSError(
+                ErrorId.ErrRootBusy,
+                f"{step.path} has mounts rootfs did not make ({', '.join(foreign)}): unmount them first",
+            )
 
 
 def _busy_message(target: str) -> str:

@@ -117,3 +117,27 @@ def test_is_busy_does_not_unmount(leak_guard: None) -> None:
     finally:
         sys_.umount(holder, UMOUNT_NOFOLLOW)
     remove_scratch(holder)
+
+
+def test_a_mount_someone_else_made_in_the_root_is_refused_before_anything(
+    rfs: RootFS, prototype: str, base_dir: str
+) -> None:
+    """A volume bound onto the read-only part of a root with writable mounts
+    (a quilt-like root) would make the root's unmount fail last, after the
+    others: it is found first, and nothing is touched."""
+    root = rfs.generate(prototype)
+    volume = scratch_dir("volume-")
+    sys_ = LinuxSyscalls()
+    sys_.mount(volume, os.path.join(root, "usr"), "", MS_BIND, "")
+    try:
+        with pytest.raises(RootFSError) as info:
+            rfs.remove(root)
+        assert info.value.error_id is ErrorId.ErrRootBusy
+        assert root + "/usr" in str(info.value) and "did not make" in str(info.value)
+        assert mounts_below(root) == [root, root + "/etc", root + "/tmp", root + "/usr"]
+        assert rfs.instance(root).state == "ready"  # type: ignore[union-attr]
+    finally:
+        sys_.umount(os.path.join(root, "usr"), UMOUNT_NOFOLLOW)
+    rfs.remove(root)
+    assert mounts_below(base_dir) == []
+    remove_scratch(volume)

@@ -122,3 +122,22 @@ def test_a_torn_last_journal_line_is_ignored_and_swept(
     assert info.value.error_id is ErrorId.ErrRecord
     store.write(record)  # mend it, as an operator would
     rfs.remove(root)
+
+
+def test_a_damaged_record_of_a_ready_instance_is_listed_and_removable(
+    base_dir: str, registry: Registry, prototype: str
+) -> None:
+    """A power loss can cut a record short. The instance is not lost track
+    of: list shows it incomplete (with a warning), gc leaves it alone (it is
+    not a crash in progress), and remove takes apart what is really there."""
+    rfs = RootFS(base_dir, registry=registry, backend="bindtest")
+    root = rfs.generate(prototype)
+    instance_id = os.path.basename(os.path.dirname(root))
+    with open(os.path.join(base_dir, ".rootfs/records", instance_id + ".json"), "w") as fh:
+        fh.write('{"id": "')
+    (listed,) = rfs.instances()
+    assert (listed.id, listed.root, listed.state) == (instance_id, root, "incomplete")
+    assert rfs.gc() == GcReport([], [], [])
+    assert mounts_below(root)
+    rfs.remove(root)
+    assert rfs.instances() == [] and mounts_below(base_dir) == []
