@@ -11,7 +11,7 @@ import pytest
 from rootfs_core import ErrorId, RootFS, RootFSError
 from rootfs_core.registry import Registry
 from rootfs_core.testing.checks import mounts_below
-from rootfs_core.testing.faults import FaultySyscalls
+from rootfs_core.testing.faults import FaultySyscalls, probed_rootfs
 
 # bindtest's generate, call by call, and the id a failure there must carry.
 GENERATE = [
@@ -40,16 +40,12 @@ REMOVE = [  # every mount goes before anything is deleted
 ]
 
 
-def _probed(base_dir: str, registry: Registry, faulty: FaultySyscalls) -> RootFS:
-    rfs = RootFS(base_dir, registry=registry, backend="bindtest", syscalls=faulty)
-    rfs.selected_backend()  # probe now, so the counted calls are generate's only
-    faulty.calls.clear()
-    return rfs
+def _probed(base_dir: str, registry: Registry) -> tuple[RootFS, FaultySyscalls]:
+    return probed_rootfs(base_dir, "bindtest", registry=registry)
 
 
 def test_clean_run_makes_exactly_these_calls(base_dir: str, registry: Registry, prototype: str) -> None:
-    faulty = FaultySyscalls()
-    rfs = _probed(base_dir, registry, faulty)
+    rfs, faulty = _probed(base_dir, registry)
     root = rfs.generate(prototype)
     assert [c.name for c in faulty.calls] == [name for name, _ in GENERATE]
     faulty.calls.clear()
@@ -61,8 +57,7 @@ def test_clean_run_makes_exactly_these_calls(base_dir: str, registry: Registry, 
 def test_generate_fails_at_each_step_and_leaves_nothing(
     base_dir: str, registry: Registry, prototype: str, step: int
 ) -> None:
-    faulty = FaultySyscalls()
-    rfs = _probed(base_dir, registry, faulty)
+    rfs, faulty = _probed(base_dir, registry)
     faulty.fail_on = {step}
     with pytest.raises(RootFSError) as info:
         rfs.generate(prototype)
@@ -79,8 +74,7 @@ def test_generate_fails_at_each_step_and_leaves_nothing(
 def test_remove_fails_at_each_step_then_succeeds(
     base_dir: str, registry: Registry, prototype: str, step: int
 ) -> None:
-    faulty = FaultySyscalls()
-    rfs = _probed(base_dir, registry, faulty)
+    rfs, faulty = _probed(base_dir, registry)
     root = rfs.generate(prototype)
     faulty.calls.clear()
     faulty.fail_on = {step}
@@ -98,8 +92,7 @@ def test_remove_fails_at_each_step_then_succeeds(
 def test_failed_rollback_is_reported_and_gc_finishes(
     base_dir: str, registry: Registry, prototype: str
 ) -> None:
-    faulty = FaultySyscalls()
-    rfs = _probed(base_dir, registry, faulty)
+    rfs, faulty = _probed(base_dir, registry)
     # fail the tmpfs mount (13), then the rollback's unmount of etc (15; 14
     # is the harmless umount of the tmpfs that never was)
     faulty.fail_on = {13, 15}
@@ -122,8 +115,7 @@ def test_failed_rollback_is_reported_and_gc_finishes(
 def test_interrupt_during_generate_is_rolled_back(
     base_dir: str, registry: Registry, prototype: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    faulty = FaultySyscalls()
-    rfs = _probed(base_dir, registry, faulty)
+    rfs, faulty = _probed(base_dir, registry)
 
     def interrupt(source: str, target: str) -> None:
         raise KeyboardInterrupt

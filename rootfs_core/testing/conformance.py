@@ -38,6 +38,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import subprocess
 from typing import ClassVar
 
 import pytest
@@ -175,6 +176,27 @@ class BackendConformance:
         assert self._mounts(rfs) == []
         assert not os.path.lexists(os.path.dirname(root))
         rfs.remove(root)
+
+    def test_a_busy_root_is_refused_untouched_then_removed(self, rfs: RootFS, prototype: str) -> None:
+        """A process in the root: remove fails with ``ErrRootBusy`` before
+        touching anything (the root stays ready and whole), then works."""
+        self._need_real_mounts()
+        root = rfs.generate(prototype, **self.options)
+        before = self._mounts(rfs)
+        holder = subprocess.Popen(["sleep", "60"], cwd=root)
+        try:
+            with pytest.raises(RootFSError) as info:
+                rfs.remove(root)
+            assert info.value.error_id is ErrorId.ErrRootBusy
+            assert self._mounts(rfs) == before
+            assert [(i.root, i.state) for i in rfs.instances()] == [(root, "ready")]
+            with open(os.path.join(root, "etc/hostname")) as fh:
+                assert fh.read() == "prototype\n"
+        finally:
+            holder.kill()
+            holder.wait()
+        rfs.remove(root)
+        assert self._mounts(rfs) == []
 
     def test_refuses_to_remove_what_it_did_not_make(self, rfs: RootFS, prototype: str) -> None:
         with pytest.raises(RootFSError) as info:

@@ -15,6 +15,8 @@ import errno
 import os
 from collections.abc import Collection
 
+from rootfs_core.core import RootFS
+from rootfs_core.registry import Registry
 from rootfs_core.syscalls import MS_BIND, LinuxSyscalls, Syscalls
 
 
@@ -90,6 +92,20 @@ class FaultySyscalls:
 
     def processes_using(self, path: str) -> list[str]:
         return self.inner.processes_using(path)
+
+
+def probed_rootfs(
+    base_dir: str, backend: str, *, inner: Syscalls | None = None, registry: Registry | None = None
+) -> tuple[RootFS, FaultySyscalls]:
+    """A RootFS on ``FaultySyscalls`` with ``backend`` forced and probed
+    already, so ``calls`` counts from the next operation on: the usual start
+    of a fault-injection test (count a clean run, then fail each call)."""
+    faulty = FaultySyscalls(inner)
+    rfs = RootFS(base_dir, backend=backend, syscalls=faulty, registry=registry)
+    probe = rfs.probe(backend)
+    assert probe.supported, f"{backend} is not supported here: {probe.reason}"
+    faulty.calls.clear()
+    return rfs, faulty
 
 
 class FakeMounts(LinuxSyscalls):

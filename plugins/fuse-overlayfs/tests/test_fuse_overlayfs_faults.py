@@ -12,7 +12,7 @@ import pytest
 
 from rootfs_core import ErrorId, RootFS, RootFSError
 from rootfs_core.testing.conformance import BackendConformance
-from rootfs_core.testing.faults import Call, FaultySyscalls
+from rootfs_core.testing.faults import Call, FaultySyscalls, probed_rootfs
 from rootfs_core.testing.fixtures import assert_base_dir_clean
 
 pytestmark = pytest.mark.usefixtures("as_root")
@@ -28,12 +28,7 @@ class TestConformanceSimulated(BackendConformance):
 
 
 def probed(base_dir: str) -> tuple[RootFS, FaultySyscalls]:
-    """A RootFS whose probe already ran, so its calls count from generate on."""
-    faulty = FaultySyscalls()
-    rfs = RootFS(base_dir, backend="fuse-overlayfs", syscalls=faulty)
-    assert rfs.probe("fuse-overlayfs").supported
-    faulty.calls.clear()
-    return rfs, faulty
+    return probed_rootfs(base_dir, "fuse-overlayfs")
 
 
 def expected_error(call: Call, root: str) -> ErrorId:

@@ -5,23 +5,17 @@ second remove finishes the job."""
 from __future__ import annotations
 
 import os
-import subprocess
 
 import pytest
 
 from rootfs_core import ErrorId, RootFS, RootFSError
-from rootfs_core.testing.checks import mounts_below, tree_checksum
-from rootfs_core.testing.faults import Call, FaultySyscalls
+from rootfs_core.testing.checks import tree_checksum
+from rootfs_core.testing.faults import Call, FaultySyscalls, probed_rootfs
 from rootfs_core.testing.fixtures import assert_base_dir_clean
 
 
 def probed(base_dir: str) -> tuple[RootFS, FaultySyscalls]:
-    """A RootFS whose probe already ran, so its calls count from generate on."""
-    faulty = FaultySyscalls()
-    rfs = RootFS(base_dir, backend="overlayfs", syscalls=faulty)
-    assert rfs.probe("overlayfs").supported
-    faulty.calls.clear()
-    return rfs, faulty
+    return probed_rootfs(base_dir, "overlayfs")
 
 
 def expected_error(call: Call, root: str) -> ErrorId:
@@ -112,19 +106,3 @@ def test_remove_fails_cleanly_at_every_step(base_dir: str, prototype: str, size:
         assert [i.root for i in rfs.instances()] == [root]  # the record is kept
         RootFS(base_dir, backend="overlayfs").remove(root)  # real syscalls finish the job
         assert_base_dir_clean(base_dir)
-
-
-def test_busy_root_is_not_removed_until_released(rfs: RootFS, base_dir: str, prototype: str) -> None:
-    root = rfs.generate(prototype)
-    with subprocess.Popen(["sleep", "60"], cwd=root) as proc:
-        try:
-            with pytest.raises(RootFSError) as exc:
-                rfs.remove(root)
-            assert exc.value.error_id is ErrorId.ErrRootBusy
-            assert mounts_below(root) == [root]
-            assert [(i.root, i.state) for i in rfs.instances()] == [(root, "ready")]
-            assert os.listdir(f"{root}/etc")  # untouched: nothing was deleted
-        finally:
-            proc.kill()
-    rfs.remove(root)
-    assert_base_dir_clean(base_dir)
