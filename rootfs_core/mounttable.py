@@ -1,12 +1,15 @@
 """Reading the mount table, for the rare operations that need all of it.
 
-Generate and remove never read it: they know their mounts from the journal
-and confirm each with statx, so their cost does not grow with the number of
-live instances. Only ``gc`` (mounts no record explains) and the tests scan it.
+Generate and remove never read it for an overlay: they know their mounts
+from the journal and confirm each with statx, so their cost does not grow
+with the number of live instances. ``gc`` (mounts no record explains), a
+remove of a root with mounts on it (mounts someone else added), the probes
+(which filesystem the base directory is on) and the tests read it.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 
 
@@ -23,6 +26,22 @@ def mounts_below(path: str) -> list[str]:
     """Mount points at or below ``path``, in mount order."""
     prefix = path.rstrip("/") + "/"
     return [p for p in mount_points() if p == path or p.startswith(prefix)]
+
+
+def filesystem_of(path: str) -> tuple[str, str]:
+    """``(filesystem type, mount point)`` of the mount that holds ``path``
+    (``("ext4", "/")``), found by its mount id: a longest-prefix match on
+    mount points would be wrong for a bind mount. Raises ``OSError``."""
+    from rootfs_core.syscalls import mount_info
+
+    mnt_id = mount_info(path)[0]
+    with open("/proc/self/mountinfo", "rb") as fh:
+        for line in fh:
+            fields = line.split()
+            if int(fields[0]) == mnt_id:
+                fstype = fields[fields.index(b"-") + 1]
+                return os.fsdecode(fstype), os.fsdecode(_unescape(fields[4]))
+    raise OSError(errno.ENOENT, "mount not in /proc/self/mountinfo", path)
 
 
 def _unescape(raw: bytes) -> bytes:

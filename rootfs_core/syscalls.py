@@ -20,8 +20,6 @@ if TYPE_CHECKING:
 
 # mount(2) flags (linux/mount.h)
 MS_RDONLY = 0x1
-MS_NOSUID = 0x2
-MS_NODEV = 0x4
 MS_REMOUNT = 0x20
 MS_BIND = 0x1000
 MS_REC = 0x4000

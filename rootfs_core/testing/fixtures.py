@@ -101,14 +101,14 @@ def prototype() -> Iterator[str]:
 
 
 @pytest.fixture(autouse=True)
-def _no_probe_cache(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests probe for real every time: a verdict cached by another run (or
-    another test's fake syscalls) must not decide the outcome."""
+def _no_caches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests probe and discover for real every time: a verdict or an
+    entry-point list cached by another run must not decide the outcome."""
     monkeypatch.setenv("ROOTFS_CACHE", "")
 
 
 @pytest.fixture(scope="session")
-def _busybox_tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def _busybox_tree() -> Iterator[str]:
     if find_busybox() is None:
         pytest.skip("busybox-static is not installed (apt-get install busybox-static)")
     holder = scratch_dir("busybox-")

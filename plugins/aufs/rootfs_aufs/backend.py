@@ -10,7 +10,6 @@ refusal leaves nothing to undo. Why each option is what it is: README.md.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import platform
 import subprocess
@@ -18,13 +17,14 @@ import subprocess
 from rootfs_core.context import BuildContext
 from rootfs_core.errors import ErrorId, RootFSError
 from rootfs_core.hookspecs import BackendInfo, Probe, hookimpl
+from rootfs_core.mounttable import filesystem_of
 
 RW = "rw"  # the writable branch, inside the instance
 XINO_DIR = "xino"  # where aufs keeps its (unlinked) inode tables, inside the instance
 UDBA = "reval"  # see README.md: cheap, and still notices a prototype changed behind aufs
 _FORBIDDEN = ",:="  # separators of aufs's branch syntax; a path cannot contain them
 NO_AUFS = "no aufs filesystem in this kernel"
-_UNIONS = {0x61756673: "aufs", 0x794C7630: "overlayfs"}  # statfs f_type magics
+_UNIONS = {"aufs": "aufs", "overlay": "overlayfs"}  # filesystem type -> name in messages
 
 
 @hookimpl
@@ -90,7 +90,7 @@ def _refuse_union_below(ctx: BuildContext) -> None:
     """The writable branch (and the xino file) will live in the instance
     directory; aufs cannot stack them on another union."""
     try:
-        kind = _UNIONS.get(filesystem_type(ctx.instance_dir))
+        kind = _UNIONS.get(filesystem_of(ctx.instance_dir)[0])
     except OSError as exc:
         ctx.fail(ErrorId.ErrBackendUnsupported, f"cannot tell the filesystem of {ctx.instance_dir}: {exc}")
     if kind is not None:
@@ -99,19 +99,6 @@ def _refuse_union_below(ctx: BuildContext) -> None:
             f"the base directory is on {kind}, and aufs cannot keep its writable branch on {kind}; "
             f"put the base directory on a plain filesystem (ext4, xfs, btrfs, tmpfs)",
         )
-
-
-def filesystem_type(path: str) -> int:
-    """statfs(2)'s ``f_type`` (the filesystem's magic number) for ``path``.
-
-    Python has no statfs; ``f_type`` is the first word of ``struct statfs``.
-    """
-    buf = (ctypes.c_long * 32)()  # larger than struct statfs on every ABI
-    libc = ctypes.CDLL(None, use_errno=True)  # the interpreter's own libc: no library search
-    if libc.statfs(os.fsencode(path), ctypes.byref(buf)) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), path)
-    return buf[0] & 0xFFFFFFFF
 
 
 def kernel_support() -> Probe:

@@ -230,11 +230,11 @@ def test_a_prototype_path_too_long_for_the_options_fails_clearly(
     assert_nothing_left(rfs, fake)
 
 
-@pytest.mark.parametrize(("magic", "kind"), [(0x794C7630, "overlayfs"), (0x61756673, "aufs")])
+@pytest.mark.parametrize(("fstype", "kind"), [("overlay", "overlayfs"), ("aufs", "aufs")])
 def test_a_writable_branch_on_a_union_is_refused_with_the_reason(
-    base_dir: str, prototype: str, pretend_aufs: None, monkeypatch: pytest.MonkeyPatch, magic: int, kind: str
+    base_dir: str, prototype: str, pretend_aufs: None, monkeypatch: pytest.MonkeyPatch, fstype: str, kind: str
 ) -> None:
-    monkeypatch.setattr(backend, "filesystem_type", lambda path: magic)
+    monkeypatch.setattr(backend, "filesystem_of", lambda path: (fstype, "/"))
     fake = FakeMounts()
     rfs = RootFS(base_dir, backend="aufs", syscalls=fake)
     (status,) = [s for s in rfs.backends() if s.name == "aufs"]

@@ -17,7 +17,7 @@ import stat
 from rootfs_core.context import BuildContext
 from rootfs_core.errors import ErrorId, RootFSError
 from rootfs_core.hookspecs import PROBE_PROTOTYPE, BackendInfo, Probe, hookimpl
-from rootfs_core.syscalls import mount_info
+from rootfs_core.mounttable import filesystem_of as filesystem_of_path
 
 PRIORITY = 350  # middle of the kernel-union band: preferred wherever it works
 # Pinned rather than left to the overlay module's parameters, so that a root
@@ -165,16 +165,9 @@ def explain(exc: RootFSError, instance_dir: str) -> str:
 
 
 def filesystem_of(path: str) -> str:
-    """``ext4 mounted at /`` for ``path``, found in /proc/self/mountinfo by its
-    mount id (a prefix match would be wrong for bind mounts)."""
+    """``ext4 mounted at /`` for ``path``, for a reason a person reads."""
     try:
-        mnt_id = mount_info(path)[0]
-        with open("/proc/self/mountinfo", "rb") as fh:
-            for line in fh:
-                fields = line.split()
-                if int(fields[0]) == mnt_id:
-                    fstype = fields[fields.index(b"-") + 1]
-                    return f"{os.fsdecode(fstype)} mounted at {os.fsdecode(fields[4])}"
+        fstype, mount_point = filesystem_of_path(path)
     except (OSError, ValueError):
-        pass
-    return "an unknown filesystem"
+        return "an unknown filesystem"
+    return f"{fstype} mounted at {mount_point}"
