@@ -3,6 +3,8 @@ against real overlay mounts and against simulated ones."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from rootfs_core.testing.conformance import BackendConformance
 
 
@@ -13,3 +15,10 @@ class TestConformance(BackendConformance):
 class TestConformanceFaked(BackendConformance):
     backend = "overlayfs"
     real_mounts = False
+
+
+class TestConformanceSized(BackendConformance):
+    """The same with ``size``: upper and work on a tmpfs of their own."""
+
+    backend = "overlayfs"
+    options: ClassVar[dict[str, str]] = {"size": "16M"}

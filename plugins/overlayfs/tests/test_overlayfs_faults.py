@@ -82,27 +82,3 @@ def test_generate_fails_cleanly_at_every_step(base_dir: str, prototype: str, siz
         assert rfs.instances() == []
         assert_base_dir_clean(base_dir)
         assert tree_checksum(prototype) == before
-
-
-@pytest.mark.parametrize("size", [None, "16M"])
-def test_remove_fails_cleanly_at_every_step(base_dir: str, prototype: str, size: str | None) -> None:
-    rfs, faulty = probed(base_dir)
-    clean_root = rfs.generate(prototype, size=size)
-    faulty.calls.clear()
-    rfs.remove(clean_root)
-    calls = list(faulty.calls)
-    for number, call in enumerate(calls, 1):
-        rfs, faulty = probed(base_dir)
-        root = rfs.generate(prototype, size=size)
-        with open(f"{root}/etc/written", "wb") as fh:
-            fh.write(b"data in the upper layer\n")
-        faulty.calls.clear()
-        faulty.fail_on = {number}
-        with pytest.raises(RootFSError) as exc:
-            rfs.remove(root)
-        assert exc.value.error_id is expected_error(call, clean_root), (
-            f"call {number} ({call.name}): {exc.value}"
-        )
-        assert [i.root for i in rfs.instances()] == [root]  # the record is kept
-        RootFS(base_dir, backend="overlayfs").remove(root)  # real syscalls finish the job
-        assert_base_dir_clean(base_dir)
