@@ -118,7 +118,20 @@ class BuildContext:
         error: ErrorId | None = None,
     ) -> None:
         """mount(2) onto ``target``, which must lie inside the instance and
-        contain no symlink (use ``resolve_in_root`` for paths in the root)."""
+        contain no symlink (use ``resolve_in_root`` for paths in the root).
+
+        ``data`` longer than a page is refused first: mount(2) copies one
+        page and silently cuts the rest, which could drop an option or name a
+        shorter directory that happens to exist."""
+        limit = os.sysconf("SC_PAGE_SIZE") - 1  # the page holds the closing NUL too
+        size = len(os.fsencode(data))
+        if size > limit:
+            is_root = os.path.normpath(target) == self.root
+            raise RootFSError(
+                error or (ErrorId.ErrBindMountRoot if is_root else ErrorId.ErrBindMountSubdir),
+                f"the {fstype or 'mount'} options take {size} bytes, more than mount(2)'s one-page "
+                f"limit of {limit}: use a shorter path for the prototype or the base directory",
+            )
         error = self._journal_mount("mount", target, error)
         log.info("mount -t %s %s %s (flags %#x, %s)", fstype or "none", source, target, flags, data)
         try:

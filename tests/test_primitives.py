@@ -8,9 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rootfs_core import RootFS
+import pytest
+
+from rootfs_core import ErrorId, RootFS, RootFSError, teardown
+from rootfs_core.context import BuildContext
+from rootfs_core.store import Record, Store
 from rootfs_core.syscalls import UMOUNT_NOFOLLOW, LinuxSyscalls
 from rootfs_core.testing.checks import mounts_below
+from rootfs_core.testing.faults import FakeMounts
 
 
 def _options_of(mount_point: str) -> set[str]:
@@ -80,3 +85,25 @@ def test_long_copy_shows_progress_on_a_terminal(tmp_path: Path) -> None:
     assert proc.returncode == 0
     assert "rootfs: copying src:" in shown
     assert (tmp_path / "dst/data").read_bytes() == b"x" * 4096
+
+
+def test_mount_options_up_to_one_page_and_no_more(base_dir: str) -> None:
+    """mount(2) copies one page of options (its NUL included) and cuts the
+    rest silently: a page-long option string is refused before any mount."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    store = Store(base_dir)
+    instance_id = store.new_id()
+    record = Record(instance_id, "none", "/", store.root_of(instance_id), 0.0, {})
+    store.create(record)
+    fake = FakeMounts()
+    ctx = BuildContext(record, fake, store)
+    ctx.make_instance_dirs()
+    ctx.mount("none", ctx.root, "fakefs", data="o" * (page - 1))
+    with pytest.raises(RootFSError) as info:
+        ctx.mount("none", ctx.root, "fakefs", data="o" * page)
+    assert info.value.error_id is ErrorId.ErrBindMountRoot
+    assert f"take {page} bytes" in str(info.value) and f"limit of {page - 1}" in str(info.value)
+    assert len(fake.mount_calls) == 1
+    teardown.undo(record.steps, ctx.instance_dir, fake)
+    store.delete(instance_id)
+    assert fake.mounted == []

@@ -201,20 +201,6 @@ def test_a_path_aufs_cannot_express_is_refused_before_any_step(
     assert_nothing_left(rfs, fake)
 
 
-def test_options_up_to_one_page_and_no_more() -> None:
-    def data_for(proto: str) -> str:
-        return backend.aufs_options("/b/i/rw", proto, "/b/i/xino")
-
-    fixed = len(data_for("/"))
-    fits = "/" + "p" * (PAGE - 1 - fixed)  # the data plus its NUL fill the page
-    assert len(data_for(fits).encode()) == PAGE - 1
-    with pytest.raises(RootFSError) as caught:
-        data_for(fits + "p")
-    assert caught.value.error_id is ErrorId.ErrBindMountRoot
-    assert f"{PAGE} bytes" in caught.value.message
-    assert f"at most {PAGE - 1}" in caught.value.message
-
-
 def test_a_prototype_path_too_long_for_the_options_fails_clearly(
     rfs: RootFS, fake: FakeMounts, tmp_path: str
 ) -> None:
@@ -225,7 +211,7 @@ def test_a_prototype_path_too_long_for_the_options_fails_clearly(
     with pytest.raises(RootFSError) as caught:
         rfs.generate(proto)
     assert caught.value.error_id is ErrorId.ErrBindMountRoot
-    assert "mount(2) takes at most" in caught.value.message
+    assert "one-page limit" in caught.value.message
     assert fake.mount_calls == []
     assert_nothing_left(rfs, fake)
 
