@@ -26,7 +26,7 @@ import pluggy
 from rootfs_core import hookspecs
 from rootfs_core.errors import ErrorId, RootFSError
 from rootfs_core.hookspecs import BackendInfo
-from rootfs_core.selection import cache_dir
+from rootfs_core.selection import CacheDir
 
 log = logging.getLogger("rootfs")
 
@@ -172,12 +172,15 @@ class EntryPointCache:
     Valid while ``sys.path`` lists the same directories with the same
     modification times: installing or removing a distribution adds or
     deletes a ``*.dist-info`` directory, which changes its directory's time.
-    Kept where the probe verdicts are (``selection.cache_dir``).
+    Kept where the probe verdicts are, and trusted on the same terms
+    (``selection.CacheDir``): a file another user could have written would
+    choose the modules this process imports.
     """
 
     def __init__(self) -> None:
-        directory = cache_dir("entry-points")
-        self.path = os.path.join(directory, f"{os.geteuid()}.json") if directory else None
+        self._files = CacheDir("entry-points")
+        self._name = f"{os.geteuid()}.json"
+        self.path = os.path.join(self._files.path, self._name) if self._files.path else None
 
     @staticmethod
     def _key() -> list[list[object]]:
@@ -190,29 +193,24 @@ class EntryPointCache:
         return key
 
     def get(self) -> dict[str, str] | None:
-        if self.path is None:
+        raw = self._files.read(self._name)
+        if raw is None:
             return None
         try:
-            with open(self.path, encoding="utf-8") as fh:
-                data = json.load(fh)
-        except (OSError, ValueError):
+            data = json.loads(raw)
+        except ValueError:
             return None
         if not isinstance(data, dict) or data.get("key") != self._key():
             return None
         targets = data.get("targets")
-        return targets if isinstance(targets, dict) else None
+        if not isinstance(targets, dict) or not all(isinstance(t, str) for t in targets.values()):
+            return None
+        return targets
 
     def put(self, targets: dict[str, str]) -> None:
-        if self.path is None:
+        if self._files.root is None:
             return
-        try:
-            os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-            tmp = f"{self.path}.{os.getpid()}.tmp"
-            with open(tmp, "w", encoding="utf-8") as fh:
-                json.dump({"key": self._key(), "targets": targets}, fh)
-            os.replace(tmp, self.path)
-        except OSError:
-            pass  # a cache that cannot be written only costs a scan
+        self._files.write(self._name, json.dumps({"key": self._key(), "targets": targets}).encode())
 
 
 def distributions_by_backend() -> dict[str, str]:

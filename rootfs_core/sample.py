@@ -9,9 +9,15 @@ so every in-tree backend can use it.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import stat
 import subprocess
+
+from rootfs_core.errors import ErrorId, RootFSError
+from rootfs_core.mounttable import mounts_below
+from rootfs_core.syscalls import LinuxSyscalls
 
 DEFAULT_SAMPLE_DIR = "/var/cache/rootfs/sample-prototype"
 _DIRS = ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "etc", "home", "root", "var/log", "tmp")
@@ -37,9 +43,8 @@ def build_sample(path: str) -> str:
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     staging = path + ".building"
-    if os.path.lexists(staging):
-        shutil.rmtree(staging)  # our own half-built tree: nothing is ever mounted in it
-    os.mkdir(staging, 0o755)
+    _remove_staging(staging)
+    os.mkdir(staging, 0o755)  # never follows a symlink: fails if anything is (again) there
     for name in _DIRS:
         os.makedirs(os.path.join(staging, name), exist_ok=True)
     os.chmod(os.path.join(staging, "tmp"), 0o1777)
@@ -65,6 +70,49 @@ def build_sample(path: str) -> str:
             os.mknod(os.path.join(staging, "dev", name), 0o666 | 0o020000, os.makedev(1, minor))
     os.rename(staging, path)
     return what
+
+
+def _remove_staging(staging: str) -> None:
+    """Delete what a build that stopped half-way left at ``staging``.
+
+    A symlink (or any other non-directory) is removed itself, never followed.
+    A directory is deleted without ever crossing into a mount: one below it
+    (someone's bind mount, say) is refused with ``ErrRemoveMountDir`` and
+    nothing more is touched, since deleting through it would delete what
+    is mounted there.
+    """
+    try:
+        st = os.lstat(staging)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        # Refused before anything is deleted; remove_tree refuses too (as the
+        # last word, should a mount appear meanwhile).
+        real = os.path.join(os.path.realpath(os.path.dirname(staging)), os.path.basename(staging))
+        try:
+            mounted = mounts_below(real)
+        except OSError:
+            mounted = []  # no mount table (no /proc): remove_tree alone guards
+        if mounted:
+            raise RootFSError(
+                ErrorId.ErrRemoveMountDir,
+                f"cannot delete the unfinished sample {staging}: {', '.join(mounted)} "
+                f"{'is a mount point' if len(mounted) == 1 else 'are mount points'}; unmount first",
+            )
+    try:
+        if stat.S_ISDIR(st.st_mode):
+            LinuxSyscalls().remove_tree(staging)
+        else:
+            os.unlink(staging)
+    except OSError as exc:
+        if exc.errno == errno.EBUSY:
+            where = exc.filename or staging
+            message = (
+                f"cannot delete the unfinished sample {staging}: {where} is a mount point; unmount first"
+            )
+        else:
+            message = f"cannot delete the unfinished sample {staging}"
+        raise RootFSError(ErrorId.ErrRemoveMountDir, message, cause=exc) from exc
 
 
 def ensure_sample(path: str = DEFAULT_SAMPLE_DIR) -> str:

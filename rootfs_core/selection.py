@@ -6,31 +6,40 @@ file (``/etc/rootfs/config.toml``, or the path in ``ROOTFS_CONFIG``). A forced
 backend is still probed, so it fails with its reason instead of half-way
 through a mount. Successful probe verdicts are cached per backend,
 base-directory filesystem and user under ``/run`` and keyed by the boot id,
-so a reboot (or a new kernel) always re-probes.
+so a reboot (or a new kernel) always re-probes. A cache directory another
+user could write to is ignored (``CacheDir``): it would let that user choose
+root's backend.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
+import stat
 
 from rootfs_core.errors import ErrorId, RootFSError
 from rootfs_core.hookspecs import Probe
 
+log = logging.getLogger("rootfs")
+
 DEFAULT_CONFIG = "/etc/rootfs/config.toml"
 _CONFIG_KEYS = {"backend", "base_dir"}
+_CONFIG_MAX = 64 * 1024  # a configuration is a few lines: anything bigger is a mistake
 
 
 def load_config() -> dict[str, str]:
-    """The configuration file's settings; a missing file means none."""
-    path = os.environ.get("ROOTFS_CONFIG", DEFAULT_CONFIG)
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-    except FileNotFoundError:
+    """The configuration file's settings; a missing file means none.
+
+    ``ROOTFS_CONFIG`` names the file ("" counts as unset). Only a regular
+    file of at most 64 KiB is read: a FIFO, a device or a directory named by
+    mistake is an ``ErrConfig`` error, never a hang or an endless read.
+    """
+    path = os.environ.get("ROOTFS_CONFIG") or DEFAULT_CONFIG
+    raw = _read_config(path)
+    if raw is None:
         return {}  # the usual case: skip even importing the TOML parser
-    except OSError as exc:
-        raise RootFSError(ErrorId.ErrConfig, f"cannot read configuration {path}", cause=exc) from exc
     import tomllib
 
     try:
@@ -46,11 +55,60 @@ def load_config() -> dict[str, str]:
     return data
 
 
+def _read_config(path: str) -> bytes | None:
+    """The file's bytes, or None if it does not exist."""
+    # Refused before it is opened: opening some devices has effects of its own.
+    try:
+        _require_regular(path, os.stat(path).st_mode)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise RootFSError(ErrorId.ErrConfig, f"cannot read configuration {path}", cause=exc) from exc
+    try:
+        # Non-blocking: what was checked may have been swapped for a FIFO since.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise RootFSError(ErrorId.ErrConfig, f"cannot read configuration {path}", cause=exc) from exc
+    try:
+        _require_regular(path, os.fstat(fd).st_mode)
+        raw = _read_at_most(fd, _CONFIG_MAX)
+    except OSError as exc:
+        raise RootFSError(ErrorId.ErrConfig, f"cannot read configuration {path}", cause=exc) from exc
+    finally:
+        os.close(fd)
+    if raw is None:
+        raise RootFSError(ErrorId.ErrConfig, f"configuration {path} is larger than {_CONFIG_MAX // 1024} KiB")
+    return raw
+
+
+def _require_regular(path: str, mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        kinds = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket"}
+        kind = kinds.get(stat.S_IFMT(mode), "a device")
+        raise RootFSError(ErrorId.ErrConfig, f"configuration {path} is not a regular file but {kind}")
+
+
+def _read_at_most(fd: int, limit: int) -> bytes | None:
+    """Up to ``limit`` bytes from ``fd`` until its end; None if there are more."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = os.read(fd, limit + 1 - size)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return None
+
+
 def forced_backend(explicit: str | None) -> str | None:
     """The backend the user insists on, if any."""
     if explicit:
         return explicit
-    return os.environ.get("ROOTFS_BACKEND") or load_config().get("backend") or None
+    return os.environ.get("ROOTFS_BACKEND") or load_config().get("backend") or None  # "" counts as unset
 
 
 def _boot_id() -> str:
@@ -61,60 +119,224 @@ def _boot_id() -> str:
         return "unknown"
 
 
+def _cache_root() -> str | None:
+    """The top directory of every cache, None when caching is off."""
+    configured = os.environ.get("ROOTFS_CACHE")
+    if configured is not None:
+        return configured or None
+    if os.geteuid() == 0:
+        return "/run/rootfs"
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    return os.path.join(runtime, "rootfs") if runtime else None
+
+
 def cache_dir(kind: str) -> str | None:
     """Where rootfs keeps a cache of ``kind`` (``probes``, ``entry-points``):
     under ``ROOTFS_CACHE`` if set ("" turns caching off), else ``/run/rootfs``
     for root or ``$XDG_RUNTIME_DIR/rootfs``: places a reboot empties."""
-    configured = os.environ.get("ROOTFS_CACHE")
-    if configured is not None:
-        return os.path.join(configured, kind) if configured else None
-    if os.geteuid() == 0:
-        return os.path.join("/run/rootfs", kind)
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    return os.path.join(runtime, "rootfs", kind) if runtime else None
+    root = _cache_root()
+    return os.path.join(root, kind) if root else None
+
+
+_CACHE_FILE_MAX = 1024 * 1024
+# A descriptor to check (fstat) and to open the next component relative to;
+# a symlink is opened as itself, so the check sees it.
+_CACHE_DIR_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+_CACHE_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+_distrusted: set[str] = set()  # paths already warned about, to warn once per process
+
+
+class CacheDir:
+    """The files of one cache (``probes``, ``entry-points``), used only if
+    no other user can have written them.
+
+    Before a file is read, the cache's top directory (``ROOTFS_CACHE``), its
+    ``kind`` directory and the file itself must be owned by the effective
+    uid, writable by neither group nor others, and not symlinks. If one is
+    not, the cache is ignored (a miss: never read, never written) and one
+    warning says which path and why: another user who could write there
+    would choose root's backend, or the modules root imports. Each is
+    checked with ``fstat`` on a descriptor the next one is opened relative
+    to, so what was checked is what is used. Directories the cache creates
+    are created 0700.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.root = _cache_root()
+        self.kind = kind
+        self.path = os.path.join(self.root, kind) if self.root else None
+
+    def read(self, name: str) -> bytes | None:
+        """The contents of file ``name``, or None: no cache, no such file,
+        unreadable, larger than 1 MiB, or untrusted."""
+        if not _plain_name(name):
+            return None
+        directory = self._open_dir(create=False)
+        if directory is None:
+            return None
+        try:
+            fd = os.open(name, _CACHE_FILE_FLAGS, dir_fd=directory)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                _distrust(self._shown(name), "it is a symlink")
+            return None
+        finally:
+            os.close(directory)
+        try:
+            reason = untrusted_reason(os.fstat(fd), stat.S_IFREG)
+            if reason is not None:
+                _distrust(self._shown(name), reason)
+                return None
+            return _read_at_most(fd, _CACHE_FILE_MAX)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
+    def write(self, name: str, data: bytes) -> None:
+        """Replace file ``name`` atomically (mode 0600); do nothing if the
+        cache is off or untrusted, or the write fails (a cache that cannot be
+        written only costs the work it would have saved)."""
+        if not _plain_name(name):
+            return
+        directory = self._open_dir(create=True)
+        if directory is None:
+            return
+        tmp = f"{name}.{os.getpid()}.tmp"
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(tmp, flags, 0o600, dir_fd=directory)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+            os.replace(tmp, name, src_dir_fd=directory, dst_dir_fd=directory)
+        except OSError:
+            try:
+                os.unlink(tmp, dir_fd=directory)
+            except OSError:
+                pass
+        finally:
+            os.close(directory)
+
+    def _shown(self, name: str) -> str:
+        return os.path.join(self.path or "", name)
+
+    def _open_dir(self, *, create: bool) -> int | None:
+        """A descriptor of the ``kind`` directory, if it and the top one are trusted."""
+        if self.root is None:
+            return None
+        top = _open_trusted_dir(self.root, None, self.root, create)
+        if top is None:
+            return None
+        try:
+            return _open_trusted_dir(self.kind, top, self._shown(""), create)
+        finally:
+            os.close(top)
+
+
+def untrusted_reason(st: os.stat_result, file_type: int) -> str | None:
+    """Why what ``st`` describes may hold what another user wrote (None: it
+    cannot); ``file_type`` is the ``stat.S_IFMT`` it must have."""
+    if stat.S_IFMT(st.st_mode) != file_type:
+        if stat.S_ISLNK(st.st_mode):
+            return "it is a symlink"
+        return "it is not a directory" if file_type == stat.S_IFDIR else "it is not a regular file"
+    euid = os.geteuid()
+    if st.st_uid != euid:
+        return f"it is owned by uid {st.st_uid}, not {euid}"
+    if st.st_mode & 0o022:
+        return f"it is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
+
+
+def _distrust(path: str, reason: str) -> None:
+    if path not in _distrusted:
+        _distrusted.add(path)
+        log.warning("ignoring the untrusted cache %s: %s", path, reason)
+
+
+def _plain_name(name: str) -> bool:
+    return bool(name) and "/" not in name and name not in (".", "..")
+
+
+def _open_trusted_dir(name: str, dir_fd: int | None, shown: str, create: bool) -> int | None:
+    """An ``O_PATH`` descriptor of directory ``name`` (relative to ``dir_fd``)
+    if it is trusted; None if it is missing (and not ``create``) or not."""
+    try:
+        fd = os.open(name, _CACHE_DIR_FLAGS, dir_fd=dir_fd)
+    except FileNotFoundError:
+        if not create:
+            return None
+        try:
+            if dir_fd is None:
+                _make_private_dirs(name)
+            else:
+                os.mkdir(name, 0o700, dir_fd=dir_fd)
+        except FileExistsError:
+            pass  # made meanwhile by another process: checked below like any other
+        except OSError:
+            return None
+        try:
+            fd = os.open(name, _CACHE_DIR_FLAGS, dir_fd=dir_fd)
+        except OSError:
+            return None
+    except OSError:
+        return None
+    reason = untrusted_reason(os.fstat(fd), stat.S_IFDIR)
+    if reason is not None:
+        os.close(fd)
+        _distrust(shown, reason)
+        return None
+    return fd
+
+
+def _make_private_dirs(path: str) -> None:
+    """``mkdir -p`` whose every new directory is 0700 (``os.makedirs`` gives
+    the parents it creates the umask's mode)."""
+    parent = os.path.dirname(path)
+    if parent and parent != path and not os.path.isdir(parent):
+        _make_private_dirs(parent)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
 
 
 class ProbeCache:
     """Probe verdicts that survive the process but not a reboot."""
 
     def __init__(self) -> None:
-        self.directory = cache_dir("probes")
+        self._files = CacheDir("probes")
 
-    def _path(self, name: str, base_dir: str) -> str | None:
-        if self.directory is None:
-            return None
-        return os.path.join(self.directory, f"{name}-{os.stat(base_dir).st_dev}-{os.geteuid()}.json")
+    @staticmethod
+    def _name(name: str, base_dir: str) -> str:
+        return f"{name}-{os.stat(base_dir).st_dev}-{os.geteuid()}.json"
 
     def get(self, name: str, target: str, base_dir: str) -> Probe | None:
-        path = self._path(name, base_dir)
-        if path is None:
+        if self._files.root is None:
+            return None
+        raw = self._files.read(self._name(name, base_dir))
+        if raw is None:
             return None
         try:
-            with open(path, encoding="utf-8") as fh:
-                data = json.load(fh)
-        except (OSError, ValueError):
+            data = json.loads(raw)
+        except ValueError:
             return None
-        if data.get("boot_id") != _boot_id() or data.get("target") != target:
+        if not isinstance(data, dict) or data.get("boot_id") != _boot_id() or data.get("target") != target:
             return None
-        return Probe(bool(data["supported"]), data.get("reason"))
+        reason = data.get("reason")
+        return Probe(bool(data.get("supported")), reason if isinstance(reason, str) else None)
 
     def put(self, name: str, target: str, base_dir: str, probe: Probe) -> None:
-        path = self._path(name, base_dir)
-        if path is None:
+        if self._files.root is None:
             return
-        try:
-            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-            tmp = f"{path}.{os.getpid()}.tmp"
-            with open(tmp, "w", encoding="utf-8") as fh:
-                json.dump(
-                    {
-                        "boot_id": _boot_id(),
-                        "target": target,
-                        "supported": probe.supported,
-                        "reason": probe.reason,
-                    },
-                    fh,
-                )
-            os.replace(tmp, path)
-        except OSError:
-            pass  # a cache that cannot be written only costs a re-probe
+        record = {
+            "boot_id": _boot_id(),
+            "target": target,
+            "supported": probe.supported,
+            "reason": probe.reason,
+        }
+        self._files.write(self._name(name, base_dir), json.dumps(record).encode())
