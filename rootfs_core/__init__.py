@@ -7,7 +7,8 @@
     rfs.remove(root)
 
 Names are imported lazily so that ``import rootfs_core`` (and the CLI's
-start-up) costs nothing until they are used.
+start-up) costs nothing until they are used; so is ``__version__``, read
+from the installed distribution's metadata on first use.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rootfs_core.core import BackendStatus, Instance, RootFS
     from rootfs_core.errors import ErrorId, ImplErrorId, RootFSError
+
+    __version__: str
 
 __all__ = ["BackendStatus", "ErrorId", "ImplErrorId", "Instance", "RootFS", "RootFSError"]
 
@@ -31,9 +34,23 @@ _WHERE = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        return _version()
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'rootfs_core' has no attribute {name!r}")
     import importlib
 
     return getattr(importlib.import_module(module), name)
+
+
+def _version() -> str:
+    """rootfs-core's version, as installed (remembered once read)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        found = version("rootfs-core")
+    except PackageNotFoundError:  # imported from a source tree that was never installed
+        found = "0+unknown"
+    globals()["__version__"] = found
+    return found

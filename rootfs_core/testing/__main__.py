@@ -52,7 +52,12 @@ def main(argv: list[str] | None = None) -> int:
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(TEMPLATE.format(name=args.backend, options=options))
         quiet = ["-W", "ignore::pytest.PytestAssertRewriteWarning"]  # rootfs_core is imported already
-        return int(pytest.main([path, "-p", "no:cacheprovider", "-rs", "--rootdir", holder, *quiet, *extra]))
+        # The fixtures are an opt-in plugin (no pytest11 entry point), and no
+        # configuration file applies under a temporary rootdir: load it here.
+        plugin = ["-p", "rootfs_core.testing.fixtures"]
+        return int(
+            pytest.main([path, "-p", "no:cacheprovider", *plugin, "-rs", "--rootdir", holder, *quiet, *extra])
+        )
 
 
 if __name__ == "__main__":
