@@ -9,21 +9,27 @@ mounts, unmounts, creates or deletes.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
 import sys
+import threading
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import subprocess
+    from collections.abc import Iterator
 
 # mount(2) flags (linux/mount.h)
 MS_RDONLY = 0x1
 MS_REMOUNT = 0x20
 MS_BIND = 0x1000
 MS_REC = 0x4000
+MS_UNBINDABLE = 0x20000
 MS_PRIVATE = 0x40000
+MS_SLAVE = 0x80000
+MS_SHARED = 0x100000
 # umount2(2) flags
 MNT_EXPIRE = 0x4
 UMOUNT_NOFOLLOW = 0x8
@@ -152,6 +158,15 @@ def mount_info(path: str | None = None, fd: int | None = None) -> tuple[int, boo
     return mnt_id, mnt_id != parent_id
 
 
+def mount_id_of(path: str) -> int:
+    """The mount id of what ``path`` leads to, following symlinks and the
+    magic links of ``/proc/PID`` (``root``, ``cwd``, ``fd/N``): mount ids are
+    unique across mount namespaces, so this places another process's files."""
+    buf = ctypes.create_string_buffer(_STATX_SIZE)
+    _check(_lib().statx(_AT_FDCWD, os.fsencode(path), 0, _STATX_MNT_ID, buf), "statx", path)
+    return int.from_bytes(buf.raw[144:152], "little")
+
+
 class LinuxSyscalls:
     """The real thing."""
 
@@ -224,8 +239,18 @@ class LinuxSyscalls:
     def run_mount_program(self, argv: list[str], target: str) -> None:
         import subprocess
 
+        # The program dies with this thread (see _dying_with_parent) until it
+        # has mounted. A FUSE program such as fuse-overlayfs then forks its
+        # daemon, and fork clears the death signal in the child: the daemon
+        # outlives both the program and rootfs, as a mounted filesystem must.
+        # It inherits no fd of ours (no pass_fds here, ever): a daemon holding
+        # an instance's lock would keep it locked for as long as it is mounted.
         proc = subprocess.run(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False
+            _dying_with_parent(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            check=False,
         )
         if proc.returncode != 0:
             message = proc.stderr.decode(errors="replace").strip()
@@ -258,9 +283,17 @@ class LinuxSyscalls:
         # the root's non-recursive bind does not show either.
         import subprocess
 
+        # cp dies with this thread (see _dying_with_parent): a killed rootfs
+        # must not leave it writing into an instance that is being swept. It
+        # inherits the fds registered with inherit_fd, so a lock held on the
+        # instance stays held until cp itself is gone.
         argv = ["cp", "-a", "-x", "--reflink=auto", "--no-target-directory", "--", source + "/.", target]
         proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            _dying_with_parent(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            pass_fds=sorted(set(_inherited_fds())),
         )
         if sys.stderr.isatty():
             _show_progress(proc, source, target)
@@ -282,25 +315,201 @@ class LinuxSyscalls:
         os.rmdir(path)
 
 
-def _clear_dir(dir_fd: int, mnt_id: int, where: str) -> None:
-    """Empty the directory open at ``dir_fd``, refusing to enter another mount."""
+# Directories kept open at once below the top while emptying a tree: enough
+# that an ordinary tree never has to find its way back up through "..", far
+# below RLIMIT_NOFILE however deep the tree.
+_OPEN_LEVELS = 32
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+
+
+class _Level:
+    """One directory on the way down from the top: its name in its parent,
+    the subdirectories still to empty, its fd while it is among the last
+    ``_OPEN_LEVELS`` levels, and its identity once that fd is closed."""
+
+    __slots__ = ("fd", "ident", "name", "pending")
+
+    def __init__(self, name: str, fd: int, pending: list[str]) -> None:
+        self.name = name
+        self.fd = fd
+        self.pending = pending
+        self.ident: tuple[int, int] | None = None
+
+
+def _clear_dir(top: int, mnt_id: int, where: str) -> None:
+    """Empty the directory open at ``top``, refusing to enter another mount.
+
+    Iterative, so a tree of any depth is emptied (a process in a root may
+    make one 100,000 levels deep), and with a bounded number of open fds: the
+    last ``_OPEN_LEVELS`` levels stay open, a level above them is closed once
+    its ``(st_dev, st_ino)`` is noted, and is met again through ".." of its
+    child, which must be that same directory (else the tree was moved under
+    us: ``OSError``). Every call is relative to an fd, so paths longer than
+    PATH_MAX are no obstacle, and no symlink is ever followed (``O_NOFOLLOW``
+    on each level). Only directories cost a statx; files are just unlinked.
+    ``top`` is the caller's, never closed here.
+    """
+    levels = [_Level(where, top, _unlink_files(top))]
+    open_below_top = 0
+    try:
+        while True:
+            level = levels[-1]
+            if level.pending:
+                name = level.pending.pop()
+                child = os.open(name, _DIR_FLAGS, dir_fd=level.fd)
+                try:
+                    child_id, is_root = mount_info(fd=child)
+                    if is_root or child_id != mnt_id:
+                        raise OSError(
+                            errno.EBUSY,
+                            "refusing to delete across a mount point",
+                            _level_path(levels, name),
+                        )
+                    pending = _unlink_files(child)
+                except BaseException:
+                    os.close(child)
+                    raise
+                levels.append(_Level(name, child, pending))
+                open_below_top += 1
+                if open_below_top > _OPEN_LEVELS:
+                    oldest = levels[len(levels) - open_below_top]
+                    st = os.fstat(oldest.fd)
+                    oldest.ident = (st.st_dev, st.st_ino)
+                    os.close(oldest.fd)
+                    oldest.fd = -1
+                    open_below_top -= 1
+                continue
+            # This level is empty: go up to its parent and delete it there.
+            if len(levels) == 1:
+                return
+            parent = levels[-2]
+            if parent.fd < 0:
+                parent.fd = _open_parent(level.fd, parent, levels)
+                open_below_top += 1
+            levels.pop()
+            os.close(level.fd)
+            open_below_top -= 1
+            os.rmdir(level.name, dir_fd=parent.fd)
+    finally:
+        for level in levels[1:]:
+            if level.fd >= 0:
+                os.close(level.fd)
+
+
+def _open_parent(fd: int, parent: _Level, levels: list[_Level]) -> int:
+    """Open ".." of the directory at ``fd``, which must be ``parent``."""
+    up = os.open("..", _DIR_FLAGS, dir_fd=fd)
+    st = os.fstat(up)
+    if (st.st_dev, st.st_ino) != parent.ident:
+        os.close(up)
+        raise OSError(errno.ESTALE, "the tree changed while it was being deleted", _level_path(levels, ""))
+    return up
+
+
+def _unlink_files(dir_fd: int) -> list[str]:
+    """Unlink everything but the subdirectories in the directory open at
+    ``dir_fd``; return the subdirectories' names."""
     with os.scandir(dir_fd) as entries:
         names = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
+    subdirs = []
     for name, is_dir in names:
-        if not is_dir:
+        if is_dir:
+            subdirs.append(name)
+        else:
             os.unlink(name, dir_fd=dir_fd)
-            continue
-        child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
-        try:
-            child_id, is_root = mount_info(fd=child)
-            if is_root or child_id != mnt_id:
-                raise OSError(
-                    errno.EBUSY, "refusing to delete across a mount point", os.path.join(where, name)
+    return subdirs
+
+
+def _level_path(levels: list[_Level], name: str) -> str:
+    """The path of ``name`` below the deepest level, for error messages
+    (shortened in the middle for a very deep tree)."""
+    parts = [level.name for level in levels]
+    if len(parts) > 12:
+        parts = [*parts[:6], f"...({len(parts) - 12} levels)...", *parts[-6:]]
+    return os.path.join(*parts, name) if name else os.path.join(*parts)
+
+
+# The fds the helpers copy_tree starts in this thread inherit (each thread
+# its own list: a copy in one thread must not hold another thread's lock).
+_inheritance = threading.local()
+
+
+def _inherited_fds() -> list[int]:
+    fds: list[int] | None = getattr(_inheritance, "fds", None)
+    if fds is None:
+        fds = _inheritance.fds = []
+    return fds
+
+
+def inherit_fd(fd: int) -> None:
+    """Let the ``cp`` that ``copy_tree`` starts in this thread, until
+    ``release_fd(fd)``, inherit ``fd`` (a lock it must hold while it runs,
+    say). Never passed to ``run_mount_program``: a FUSE daemon outlives the
+    call, and would hold the fd for as long as it is mounted."""
+    _inherited_fds().append(fd)
+
+
+def release_fd(fd: int) -> None:
+    """Undo one ``inherit_fd(fd)`` of this thread (``ValueError`` if none)."""
+    _inherited_fds().remove(fd)
+
+
+@contextlib.contextmanager
+def inheriting(fd: int) -> Iterator[int]:
+    """``inherit_fd(fd)`` for the duration of a ``with`` block."""
+    inherit_fd(fd)
+    try:
+        yield fd
+    finally:
+        release_fd(fd)
+
+
+_UNRESOLVED = ""
+_setpriv: str | None = _UNRESOLVED
+
+
+def _dying_with_parent(argv: list[str]) -> list[str]:
+    """``argv`` run so that it is SIGKILLed when its parent dies.
+
+    util-linux ``setpriv --pdeathsig KILL`` sets PR_SET_PDEATHSIG and then
+    execs ``argv``, which keeps it; subprocess's ``preexec_fn`` could do the
+    same in the child, but is unsafe in a threaded program. The "parent" is
+    the *thread* that forked: the helper is killed when that thread exits,
+    not only the process, so it must be started by a thread that waits for
+    it (as copy_tree and run_mount_program do), never one that hands it on
+    and ends. The signal survives the exec of ``argv`` (not of a set-uid
+    program, which none of ours is). Two gaps: a parent killed between the
+    fork and setpriv's prctl leaves the helper running, and without a usable
+    setpriv (a missing or a busybox one, found out once per process) ``argv``
+    runs as it is. A missing program raises ``FileNotFoundError`` here, as
+    subprocess would without setpriv in between.
+    """
+    global _setpriv
+    import shutil
+
+    if _setpriv == _UNRESOLVED:
+        import subprocess
+
+        found = shutil.which("setpriv")
+        if found is not None:
+            try:
+                probe = subprocess.run(
+                    [found, "--pdeathsig", "KILL", "--", "true"],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    check=False,
                 )
-            _clear_dir(child, mnt_id, os.path.join(where, name))
-        finally:
-            os.close(child)
-        os.rmdir(name, dir_fd=dir_fd)
+                if probe.returncode != 0:
+                    found = None
+            except OSError:
+                found = None
+        _setpriv = found
+    if _setpriv is None:
+        return argv
+    if shutil.which(argv[0]) is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
+    return [_setpriv, "--pdeathsig", "KILL", "--", *argv]
 
 
 def _show_progress(proc: subprocess.Popen[bytes], source: str, target: str) -> None:
