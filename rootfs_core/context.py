@@ -9,14 +9,15 @@ plan; all the care lives here, once.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from typing import NoReturn
 
-from rootfs_core import paths, teardown
+from rootfs_core import mounttable, paths, teardown
 from rootfs_core.errors import ErrorId, RootFSError
 from rootfs_core.store import Record, Step, Store
-from rootfs_core.syscalls import MS_BIND, MS_RDONLY, MS_REMOUNT, Syscalls
+from rootfs_core.syscalls import MS_BIND, MS_PRIVATE, MS_RDONLY, MS_REMOUNT, Syscalls
 
 log = logging.getLogger("rootfs")
 
@@ -24,6 +25,19 @@ _MOUNTS = ("mount", "fuse-mount")
 
 # statvfs's ST_* bits that have the same value as mount(2)'s MS_* flags.
 _KEPT_FLAGS = os.ST_NOSUID | os.ST_NODEV | os.ST_NOEXEC | os.ST_NOATIME | os.ST_NODIRATIME | os.ST_RELATIME
+# The protections of the prototype's mount that every mount of a root keeps:
+# a root must never grant more than the prototype's own mount does (device
+# nodes that work, set-id programs that elevate, programs that run).
+RESTRICTIONS = os.ST_NOSUID | os.ST_NODEV | os.ST_NOEXEC
+_RESTRICTION_NAMES = {os.ST_NOSUID: "nosuid", os.ST_NODEV: "nodev", os.ST_NOEXEC: "noexec"}
+
+
+def restrictions_of(path: str) -> int:
+    """The ``RESTRICTIONS`` of the mount holding ``path`` (0 if unknown)."""
+    try:
+        return os.statvfs(path).f_flag & RESTRICTIONS
+    except OSError:
+        return 0
 
 
 class BuildContext:
@@ -33,7 +47,10 @@ class BuildContext:
     prototype directory), ``root`` (the directory to mount the result on,
     already created), ``instance_dir`` (the instance's own directory, where its
     writable parts go), ``options`` (validated against the backend's
-    ``BackendInfo.options``) and ``syscalls``.
+    ``BackendInfo.options``) and ``syscalls``. ``mount_options`` lists the
+    protections of the prototype's mount (``nosuid``, ``nodev``,
+    ``noexec``): ``mount`` and ``bind`` apply them by themselves, a backend
+    that mounts through a program (``fuse_mount``) passes them to it.
     """
 
     def __init__(self, record: Record, syscalls: Syscalls, store: Store) -> None:
@@ -45,6 +62,11 @@ class BuildContext:
         self.syscalls = syscalls
         self._store = store
         self._record = record
+        self.restrictions = restrictions_of(record.prototype) if record.prototype else 0
+
+    @property
+    def mount_options(self) -> list[str]:
+        return [name for flag, name in _RESTRICTION_NAMES.items() if self.restrictions & flag]
 
     # paths -------------------------------------------------------------
     def path(self, relative: str) -> str:
@@ -120,6 +142,9 @@ class BuildContext:
         """mount(2) onto ``target``, which must lie inside the instance and
         contain no symlink (use ``resolve_in_root`` for paths in the root).
 
+        The new mount keeps the prototype's protections (``restrictions``)
+        and is made private at once (see ``_make_private``).
+
         ``data`` longer than a page is refused first: mount(2) copies one
         page and silently cuts the rest, which could drop an option or name a
         shorter directory that happens to exist."""
@@ -133,11 +158,26 @@ class BuildContext:
                 f"limit of {limit}: use a shorter path for the prototype or the base directory",
             )
         error = self._journal_mount("mount", target, error)
+        if not flags & MS_BIND:
+            flags |= self.restrictions  # a bind takes them in its remount (``bind``)
         log.info("mount -t %s %s %s (flags %#x, %s)", fstype or "none", source, target, flags, data)
         try:
             self.syscalls.mount(source, target, fstype, flags, data)
         except OSError as exc:
-            raise RootFSError(error, f"cannot mount {source} on {target}", cause=exc) from exc
+            hint = _hint(exc, source)
+            raise RootFSError(error, f"cannot mount {source} on {target}{hint}", cause=exc) from exc
+        self._make_private(target, error)
+
+    def _make_private(self, target: str, error: ErrorId) -> None:
+        """Take a new mount out of any peer group before anything is mounted
+        on it. A bind of a prototype on a shared mount (``/`` under systemd)
+        is born a peer of it, and whatever is then mounted on the bind would
+        appear in the prototype and in every other root; private, nothing
+        we mount propagates anywhere, and nothing propagates into a root."""
+        try:
+            self.syscalls.mount("", target, "", MS_PRIVATE, "")
+        except OSError as exc:
+            raise RootFSError(error, f"cannot make the mount on {target} private", cause=exc) from exc
 
     def fuse_mount(self, argv: list[str], target: str, *, error: ErrorId | None = None) -> None:
         """Run a FUSE program that mounts ``target`` (same rules as ``mount``);
@@ -148,26 +188,32 @@ class BuildContext:
             self.syscalls.run_mount_program(argv, target)
         except OSError as exc:
             raise RootFSError(error, f"cannot mount {target} with {argv[0]}", cause=exc) from exc
+        # The daemon is journaled by pid and start time, so remove waits for
+        # exactly it (never for an impostor that took its name).
+        daemon = fuse_daemon(target) if self.syscalls.is_mountpoint(target) else None
+        self._journal(Step("daemon", os.path.normpath(target), error.name, daemon or ""))
 
     def bind(self, source: str, target: str, *, readonly: bool = False, error: ErrorId | None = None) -> None:
         """Bind-mount ``source`` on ``target`` (not recursively), read-only if asked.
 
-        The read-only remount keeps the flags the bind inherited (nosuid,
+        The remount (read-only, or to give a writable copy's bind the
+        prototype's protections) keeps the flags the bind inherited (nosuid,
         nodev, noexec, atime): dropping them would lift a protection the
-        prototype's filesystem had, and the kernel refuses it in a user
+        source's filesystem had, and the kernel refuses it in a user
         namespace anyway.
         """
         if error is None:
             is_root = os.path.normpath(target) == self.root
             error = ErrorId.ErrBindMountRoot if is_root else ErrorId.ErrBindMountSubdir
         self.mount(source, target, "", flags=MS_BIND, error=error)
-        if readonly:
-            log.info("remount read-only %s", target)
-            try:
-                kept = os.statvfs(target).f_flag & _KEPT_FLAGS
-                self.syscalls.mount("", target, "", MS_REMOUNT | MS_BIND | MS_RDONLY | kept, "")
-            except OSError as exc:
-                raise RootFSError(error, f"cannot make {target} read-only", cause=exc) from exc
+        try:
+            kept = os.statvfs(target).f_flag & _KEPT_FLAGS
+            if readonly or self.restrictions & ~kept:
+                log.info("remount %s%s", "read-only " if readonly else "", target)
+                flags = MS_REMOUNT | MS_BIND | kept | self.restrictions | (MS_RDONLY if readonly else 0)
+                self.syscalls.mount("", target, "", flags, "")
+        except OSError as exc:
+            raise RootFSError(error, f"cannot remount {target}", cause=exc) from exc
 
     def fail(self, error: ErrorId, message: str) -> NoReturn:
         """Give up with an error id; the core undoes what was done."""
@@ -217,6 +263,41 @@ class BuildContext:
         except OSError as exc:
             raise RootFSError(error, f"cannot set the mode or owner of {path}", cause=exc) from exc
         return path
+
+
+def _hint(exc: OSError, source: str) -> str:
+    """A hint for the one mount failure whose errno says nothing useful."""
+    if exc.errno == errno.EINVAL and os.path.isabs(source) and mounttable.is_unbindable(source):
+        return f": {source} is on an unbindable mount, which cannot be bound (make it private)"
+    return ""
+
+
+def fuse_daemon(target: str) -> str | None:
+    """``"PID:START"`` of the FUSE daemon serving the mount at ``target``:
+    the process of this user that has ``/dev/fuse`` open and ``target`` as
+    the last word of its command line (a FUSE program's usual
+    ``PROGRAM [OPTIONS] MOUNTPOINT``); None if there is none."""
+    wanted = os.fsencode(target)
+    uid = os.geteuid()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        proc = f"/proc/{name}"
+        try:
+            if os.stat(proc).st_uid != uid:
+                continue
+            with open(f"{proc}/cmdline", "rb") as fh:
+                argv = fh.read().split(b"\0")[:-1]
+            if not argv or argv[-1] != wanted:
+                continue
+            if not any(os.readlink(f"{proc}/fd/{fd}") == "/dev/fuse" for fd in os.listdir(f"{proc}/fd")):
+                continue
+        except OSError:
+            continue
+        start = teardown.process_start(int(name))
+        if start is not None:
+            return f"{name}:{start}"
+    return None
 
 
 class RemoveContext:

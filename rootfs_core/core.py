@@ -6,10 +6,13 @@ the root is mounted -> mark ready. Any failure, including an interrupt,
 undoes the journal in reverse, so a failed generate leaves nothing: no
 directory, no mount, no record (the seed could leave directories).
 
-remove: refuse what this base dir did not make -> claim -> the backend's
-optional remove hook -> undo the journal -> drop the record. If undoing
-stops half-way (a busy root), the record keeps exactly what is left, and a
-later remove or ``gc`` finishes it.
+remove: refuse what this base dir did not make -> claim -> check the
+journal -> refuse if any process in any mount namespace uses the instance
+-> the backend's optional remove hook -> unmount -> delete, unless copies of
+the mounts live on in other namespaces (then the data stays, the instance
+is ``removing``, and ``gc`` finishes it once they are gone) -> drop the
+record. If undoing stops half-way, the record keeps exactly what is left,
+and a later remove or ``gc`` finishes it.
 """
 
 from __future__ import annotations
@@ -22,13 +25,13 @@ import stat
 import time
 from collections.abc import Iterator
 
-from rootfs_core import mounttable, paths, teardown
+from rootfs_core import basedir, mounttable, paths, teardown
 from rootfs_core.context import BuildContext, RemoveContext
 from rootfs_core.errors import ErrorId, ImplErrorId, RootFSError
 from rootfs_core.hookspecs import PROBE_PROTOTYPE, Probe
 from rootfs_core.registry import Registry
 from rootfs_core.selection import ProbeCache, forced_backend
-from rootfs_core.store import Claim, Record, Store, is_instance_id
+from rootfs_core.store import Claim, Record, Step, Store, is_instance_id
 from rootfs_core.syscalls import LinuxSyscalls, Syscalls
 
 log = logging.getLogger("rootfs")
@@ -42,7 +45,11 @@ class Instance:
     root: str
     backend: str
     prototype: str
-    state: str  # "ready", or "incomplete" while being made or removed, or after a crash
+    # "ready"; "incomplete" while being made, or after a generate crashed;
+    # "removing" once its removal began (and while copies of its mounts in
+    # other namespaces keep its data); "unmounted" when ready but its mounts
+    # are gone (after a reboot: ``remove`` still works)
+    state: str
     created: float
     options: dict[str, str]
 
@@ -54,6 +61,10 @@ class GcReport:
     instances: list[str]  # ids of incomplete instances taken apart
     unmounted: list[str]  # mount points no record explained
     orphans: list[str]  # instance directories with no record, deleted
+    # ids unmounted but kept: copies of their mounts live in other namespaces
+    waiting: list[str] = dataclasses.field(default_factory=list)
+    # id or path -> why it could not be cleaned up (gc goes on with the rest)
+    failed: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,13 +106,16 @@ class RootFS:
                 ImplErrorId.ErrNilSyscallFS, f"{syscalls!r} does not implement rootfs_core.syscalls.Syscalls"
             )
         self.syscalls = syscalls
-        self.base_dir = _check_base_dir(os.fspath(rw_base_dir))
+        self.base_dir = basedir.check(os.fspath(rw_base_dir))
         self._store = Store(self.base_dir)
+        self._store.check_trusted()
         self._forced = forced_backend(backend)
         self._registry = registry
         self._probe_cache = ProbeCache() if isinstance(syscalls, LinuxSyscalls) else None
         self._probes: dict[str, Probe] = {}
-        if sweep:
+        self._private = False  # whether the base directory was made a private mount
+        self._locations: dict[str, tuple[int, tuple[str, str]]] = {}
+        if sweep and self._store.initialised:
             self._sweep_quietly()
 
     # ------------------------------------------------------------ public API
@@ -111,37 +125,69 @@ class RootFS:
         name = self.selected_backend()
         return self._build(name, proto, self._check_options(name, options))
 
-    def remove(self, root_or_id: str | os.PathLike[str]) -> None:
+    def remove(self, root_or_id: str | os.PathLike[str], *, missing_ok: bool = False) -> bool:
         """Remove a root this base directory generated (by path or id).
 
-        Refuses any other path and touches nothing then; a root already
-        removed is a success.
+        Refuses any other path and touches nothing then. A root that does
+        not exist (never made, or removed already) is ``ErrNoSuchRoot``,
+        unless ``missing_ok``; one whose removal was interrupted is found and
+        finished. Returns True once everything is gone; False if the root
+        was unmounted but its data kept, because copies of its mounts live
+        on in other mount namespaces (it is listed as ``removing``, and
+        ``gc`` or another remove finishes it once they are gone).
         """
-        instance_id = self._instance_id(os.fspath(root_or_id))
+        text = os.fspath(root_or_id)
+        if not self._store.initialised and os.listdir(self.base_dir):
+            raise RootFSError(
+                ErrorId.ErrNotBaseDir,
+                f"{self.base_dir} is not a base directory rootfs has used (no {self._store.state_dir}): "
+                "nothing was touched",
+            )
+        instance_id = self._instance_id(text)
+        if not self._exists(instance_id):
+            if missing_ok:
+                return True
+            raise RootFSError(
+                ErrorId.ErrNoSuchRoot,
+                f"no instance {text!r} in {self.base_dir} (never generated, or removed already)",
+            )
         with self._store.claim(instance_id) as claim:
             try:
                 record = self._store.read(instance_id)
-            except RootFSError:
-                # A record damaged (a power loss cut it short): its journal is
-                # lost, so the instance is taken apart by what is really there.
-                self._sweep_without_record(
-                    self._store.instance_dir(instance_id),
-                    mounttable.mounts_below(self._store.instance_dir(instance_id)),
-                    GcReport([], [], []),
-                )
+            except RootFSError as damaged:
+                # Damaged (a power loss cut it short) or not to be trusted:
+                # its journal is unusable, so the instance is taken apart by
+                # what is really there, after the same busy checks.
+                log.warning("%s; taking the instance apart by what is mounted and on disk", damaged)
+                report = GcReport([], [], [])
+                instance_dir = self._store.instance_dir(instance_id)
+                self._sweep_without_record(instance_dir, mounttable.mounts_below(instance_dir), report)
+                if report.waiting:
+                    return False
                 self._store.delete(instance_id)
                 claim.finish()
-                return
-            if record is not None:
-                registry = self._get_registry()
-                if record.backend not in registry.backends or registry.backends[record.backend].error:
-                    raise RootFSError(
-                        ErrorId.ErrUnknownBackend,
-                        f"{record.root} was made by backend {record.backend!r}, which is not installed "
-                        f"(or broken) now; reinstall it to remove this root",
-                    )
-                self._take_apart(record, claim, was_ready=True)
+                return True
+            if record is None:  # removed meanwhile by someone else
+                claim.finish()
+                if missing_ok:
+                    return True
+                raise RootFSError(ErrorId.ErrNoSuchRoot, f"instance {instance_id} was removed meanwhile")
+            registry = self._get_registry()
+            if record.backend not in registry.backends or registry.backends[record.backend].error:
+                raise RootFSError(
+                    ErrorId.ErrUnknownBackend,
+                    f"{record.root} was made by backend {record.backend!r}, which is not installed "
+                    f"(or broken) now; reinstall it to remove this root",
+                )
+            if not self._take_apart(record, claim, was_ready=True):
+                return False
             claim.finish()
+        return True
+
+    def _exists(self, instance_id: str) -> bool:
+        """Whether anything of the instance is left: a record (possibly of an
+        interrupted removal), or a marker."""
+        return os.path.lexists(self._store.record_path(instance_id)) or self._store.is_incomplete(instance_id)
 
     @contextlib.contextmanager
     def generated(self, prototype: str | os.PathLike[str], **options: object) -> Iterator[str]:
@@ -174,7 +220,15 @@ class RootFS:
         return sorted(found, key=lambda i: (i.created, i.id))
 
     def _describe(self, record: Record) -> Instance:
-        state = "incomplete" if self._store.is_incomplete(record.id) else "ready"
+        if record.removing:
+            state = "removing"
+        elif self._store.is_incomplete(record.id):
+            state = "incomplete"
+        else:
+            try:
+                state = "ready" if self.syscalls.is_mountpoint(record.root) else "unmounted"
+            except OSError:
+                state = "unmounted"
         return Instance(
             record.id,
             record.root,
@@ -191,9 +245,21 @@ class RootFS:
         Takes apart incomplete instances whose process died (live ones are
         left alone), then unmounts mounts below the base directory that no
         record explains and deletes instance directories that have no record.
-        Ready instances are never touched.
+        Ready instances are never touched. One instance that cannot be
+        cleaned up is reported in ``failed`` and the others are still done.
+        Refuses (``ErrNotBaseDir``) a directory rootfs never initialised
+        that is not empty: its contents are not ours to judge.
         """
-        report = GcReport(self._sweep_incomplete(dry_run=dry_run), [], [])
+        if not self._store.initialised:
+            if os.listdir(self.base_dir):
+                raise RootFSError(
+                    ErrorId.ErrNotBaseDir,
+                    f"{self.base_dir} is not a base directory rootfs has used (no {self._store.state_dir}): "
+                    "nothing was touched",
+                )
+            return GcReport([], [], [])
+        report = GcReport([], [], [])
+        self._sweep_incomplete(report, dry_run=dry_run)
         # Dirs and mounts are listed before the records are read: an instance
         # whose record is written after that (a generate starting now) cannot
         # be in these lists, because a record is written before its directory.
@@ -207,20 +273,32 @@ class RootFS:
             if dry_run:
                 report.unmounted += [p for p in mounted if paths.is_within(p, instance_dir)]
                 report.orphans.append(instance_dir)
-            else:
+                continue
+            try:
                 self._sweep_without_record(instance_dir, mounted, report)
+            except RootFSError as exc:
+                report.failed[instance_dir] = str(exc)
         if not dry_run:
             self._store.sweep_temporaries()
         return report
 
     def _sweep_without_record(self, instance_dir: str, mounted: list[str], report: GcReport) -> None:
-        """Unmount whatever is mounted in an instance directory no journal
-        describes, deepest first, then delete it (never across a mount).
+        """Take apart an instance directory no usable journal describes, by
+        what is really there: the same busy checks as a remove, then unmount
+        whatever is mounted in it, deepest first, then delete it (never
+        across a mount), unless copies of its mounts live on elsewhere.
         Only what was really there is reported: a remove finishing meanwhile
         may have taken it away."""
-        for point in reversed([p for p in mounted if paths.is_within(p, instance_dir)]):
+        points = [p for p in mounted if paths.is_within(p, instance_dir)]
+        steps = [Step("mount", p, ErrorId.ErrUnmountSubdir.name) for p in points]
+        needles = teardown.needles(os.path.basename(instance_dir), steps, "", self.syscalls)
+        teardown.refuse_if_busy(steps, needles, self.syscalls)
+        for point in reversed(points):
             if teardown.unmount(point, ErrorId.ErrUnmountSubdir, self.syscalls):
                 report.unmounted.append(point)
+        if teardown.held_elsewhere(needles):
+            report.waiting.append(instance_dir)
+            return
         try:
             self.syscalls.remove_tree(instance_dir)
             report.orphans.append(instance_dir)
@@ -229,33 +307,47 @@ class RootFS:
         except OSError as exc:
             raise RootFSError(ErrorId.ErrRemoveMountDir, f"cannot delete {instance_dir}", cause=exc) from exc
 
-    def _sweep_incomplete(self, *, dry_run: bool = False) -> list[str]:
-        """Take apart the incomplete instances whose owner is gone."""
-        swept = []
+    def _sweep_incomplete(self, report: GcReport, *, dry_run: bool = False) -> None:
+        """Take apart the incomplete instances whose owner is gone (live ones,
+        and their helpers, hold the marker's lock); one that fails is
+        reported in ``report.failed`` and the others are still swept."""
         for instance_id in list(self._store.incomplete_ids()):
             claim = self._store.claim_abandoned(instance_id)
             if claim is None:
                 continue
             with claim:
-                swept.append(instance_id)
                 if dry_run:
+                    report.instances.append(instance_id)
                     continue
                 try:
-                    record = self._store.read(instance_id)
-                except RootFSError:
-                    # A record a power loss cut short: its journal is lost, so
-                    # the instance is swept as one without a record.
-                    report = GcReport([], [], [])
-                    self._sweep_without_record(
-                        self._store.instance_dir(instance_id), mounttable.mounts_below(self.base_dir), report
-                    )
-                    self._store.delete(instance_id)
-                    claim.finish()
-                    continue
-                if record is not None:
-                    self._take_apart(record, claim, was_ready=False)
-                claim.finish()
-        return swept
+                    if self._sweep_one(instance_id, claim):
+                        report.instances.append(instance_id)
+                    else:
+                        report.waiting.append(instance_id)
+                except RootFSError as exc:
+                    report.failed[instance_id] = str(exc)
+
+    def _sweep_one(self, instance_id: str, claim: Claim) -> bool:
+        """Take apart one abandoned instance; False if its data must wait for
+        copies of its mounts in other namespaces to go."""
+        try:
+            record = self._store.read(instance_id)
+        except RootFSError:
+            # A record a power loss cut short: its journal is lost, so the
+            # instance is swept as one without a record.
+            report = GcReport([], [], [])
+            self._sweep_without_record(
+                self._store.instance_dir(instance_id), mounttable.mounts_below(self.base_dir), report
+            )
+            if report.waiting:
+                return False
+            self._store.delete(instance_id)
+            claim.finish()
+            return True
+        if record is not None and not self._take_apart(record, claim, was_ready=False):
+            return False
+        claim.finish()
+        return True
 
     def backends(self) -> list[BackendStatus]:
         """Every discovered backend (broken ones too), probed, best first."""
@@ -359,6 +451,10 @@ class RootFS:
         """A journaled instance: taken apart if the body fails (or if not
         ``keep``), marked ready otherwise."""
         store = self._store
+        store.ensure()
+        if not self._private:
+            basedir.make_private(self.base_dir, self.syscalls)
+            self._private = True
         instance_id = store.new_id()
         with store.claim(instance_id) as claim:
             record = Record(instance_id, name, prototype, store.root_of(instance_id), time.time(), options)
@@ -371,8 +467,8 @@ class RootFS:
                 # An interrupt is undone like an error, then goes on as an interrupt.
                 error = _as_rootfs_error(exc, name) if isinstance(exc, Exception) else None
                 try:
-                    self._take_apart(record, claim, was_ready=False)
-                    claim.finish()
+                    if self._take_apart(record, claim, was_ready=False):
+                        claim.finish()
                 except RootFSError as cleanup:
                     if error is None:
                         log.error("could not undo the interrupted generate: %s (run `rootfs gc`)", cleanup)
@@ -381,44 +477,72 @@ class RootFS:
                 if error is None or error is exc:
                     raise
                 raise error from exc
-            if not keep:
-                self._take_apart(record, claim, was_ready=False)
-            claim.finish()
+            if keep or self._take_apart(record, claim, was_ready=False):
+                claim.finish()
 
-    def _take_apart(self, record: Record, claim: Claim, *, was_ready: bool) -> None:
-        """The backend's remove hook, then the journal undone, then the record
-        dropped. On failure the record keeps what is left and the instance
-        stays incomplete; if nothing was undone yet a ready one stays ready."""
+    def _take_apart(self, record: Record, claim: Claim, *, was_ready: bool) -> bool:
+        """The teardown's phases (see ``teardown``) around the backend's
+        remove hook, then the record dropped; return False (the record kept,
+        ``removing``) if the data must wait for copies of the mounts in other
+        namespaces to go. On failure the record keeps what is left and the
+        instance stays ``removing``; a ready one refused before anything was
+        touched (busy) stays ready."""
         instance_dir = self._store.instance_dir(record.id)
+        try:
+            teardown.check(record.steps, instance_dir)
+            needles = teardown.needles(record.id, record.steps, record.prototype, self.syscalls)
+            teardown.refuse_if_busy(record.steps, needles, self.syscalls)
+        except BaseException:
+            if was_ready and not record.removing:
+                claim.finish()  # nothing was touched: it is as ready as before
+            raise
+        began = record.removing
         steps_before = len(record.steps)
         try:
+            if was_ready:
+                self._store.mark_removing(record)
             if record.steps:
                 backend = self._get_registry().backends.get(record.backend)
                 if backend is not None and backend.error is None:
                     self._get_registry().call(
                         record.backend, "rootfs_remove", ctx=RemoveContext(record, self.syscalls)
                     )
-            teardown.undo(record.steps, instance_dir, self.syscalls)
+            teardown.unmount_all(record.steps, self.syscalls)
+            copies = teardown.held_elsewhere(needles) if record.steps else None
+            if copies:
+                record.removing = True
+                self._store.write(record)
+                log.warning(
+                    "%s is unmounted, but copies of its mounts live on in other mount namespaces: %s. Its "
+                    "data is kept until they are gone (listed as 'removing'; `rootfs gc` finishes it)",
+                    record.root,
+                    copies.describe(),
+                )
+                return False
+            teardown.delete_all(record.steps, self.syscalls)
         except BaseException as exc:
-            self._store.write(record)
-            if was_ready and len(record.steps) == steps_before:
+            if was_ready and not began and len(record.steps) == steps_before:
+                record.removing = False  # the first undo failed: nothing was touched
                 claim.finish()
+            self._store.write(record)
             if isinstance(exc, RootFSError) or not isinstance(exc, Exception):
                 raise
             raise _as_rootfs_error(exc, record.backend) from exc
         self._store.delete(record.id)
+        return True
 
     def _sweep_quietly(self) -> None:
         """Sweep crashed instances when opening; cheap when there are none."""
         if next(self._store.incomplete_ids(), None) is None:
             return
-        try:
-            swept = self._sweep_incomplete()
-        except RootFSError as exc:
-            log.warning("could not clean up an interrupted instance: %s (`rootfs gc` retries)", exc)
-            return
-        if swept:
-            log.info("cleaned up interrupted instance(s): %s", ", ".join(swept))
+        report = GcReport([], [], [])
+        self._sweep_incomplete(report)
+        for instance_id, why in report.failed.items():
+            log.warning(
+                "could not clean up interrupted instance %s: %s (`rootfs gc` retries)", instance_id, why
+            )
+        if report.instances:
+            log.info("cleaned up interrupted instance(s): %s", ", ".join(report.instances))
 
     # ------------------------------------------------------------ validation
     def _get_registry(self) -> Registry:
@@ -438,12 +562,38 @@ class RootFS:
             raise RootFSError(ErrorId.ErrPrototypeNotDir, f"prototype {prototype!r} is not a directory")
         if not os.access(path, os.R_OK | os.X_OK):
             raise RootFSError(ErrorId.ErrPrototypeNotDir, f"prototype {prototype!r} is not readable")
-        if paths.is_within(path, self.base_dir) or paths.is_within(self.base_dir, path):
+        if self._overlaps(path, st):
             raise RootFSError(
                 ErrorId.ErrPrototypeOverlapsBase,
                 f"prototype {path} and base directory {self.base_dir} overlap (one contains the other)",
             )
         return path
+
+    def _overlaps(self, prototype: str, st: os.stat_result) -> bool:
+        """Whether one of prototype and base directory contains the other,
+        by path and, on one filesystem, by where each really is in it (a
+        bind mount makes a second path for the same directory)."""
+        if paths.is_within(prototype, self.base_dir) or paths.is_within(self.base_dir, prototype):
+            return True
+        if st.st_dev != os.stat(self.base_dir).st_dev:
+            return False
+        try:
+            (dev, proto_at), (base_dev, base_at) = self._location(prototype), self._location(self.base_dir)
+        except OSError:
+            return False
+        return dev == base_dev and (paths.is_within(proto_at, base_at) or paths.is_within(base_at, proto_at))
+
+    def _location(self, path: str) -> tuple[str, str]:
+        """``mounttable.location``, remembered per path and mount (it reads
+        the mount table, which grows with every live instance)."""
+        from rootfs_core.syscalls import mount_info
+
+        mnt_id = mount_info(path)[0]
+        known = self._locations.get(path)
+        if known is None or known[0] != mnt_id:
+            known = (mnt_id, mounttable.location(path))
+            self._locations[path] = known
+        return known[1]
 
     def _check_options(self, name: str, options: dict[str, object]) -> dict[str, str]:
         info = self._get_registry().get(name).info
@@ -475,25 +625,3 @@ def _as_rootfs_error(exc: Exception, backend: str) -> RootFSError:
     if isinstance(exc, RootFSError):
         return exc
     return RootFSError(ErrorId.ErrBackendFailed, f"backend {backend!r} raised {exc!r}", cause=exc)
-
-
-def _check_base_dir(path: str) -> str:
-    """The seed's constructor checks, in the seed's order."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError as exc:
-        raise RootFSError(
-            ImplErrorId.ErrRwBaseDirMissing, f"base directory {path!r} not found", cause=exc
-        ) from exc
-    except OSError as exc:
-        raise RootFSError(
-            ImplErrorId.ErrRwBaseDirMissing, f"base directory {path!r} unusable", cause=exc
-        ) from exc
-    if not stat.S_ISDIR(st.st_mode):
-        raise RootFSError(ImplErrorId.ErrRwBaseDirIsFile, f"base directory {path!r} is not a directory")
-    if st.st_mode & 0o700 != 0o700 or not os.access(path, os.R_OK | os.W_OK | os.X_OK):
-        raise RootFSError(
-            ImplErrorId.ErrRwBaseDirNotRw,
-            f"base directory {path!r} is not readable and writable by its owner",
-        )
-    return os.path.realpath(path)

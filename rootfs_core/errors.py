@@ -41,6 +41,8 @@ class ErrorId(enum.Enum):
     ErrRootBusy = enum.auto()  # the root is still in use by a process
     ErrRecord = enum.auto()  # the instance record could not be read or written
     ErrConfig = enum.auto()  # the configuration file is unreadable or invalid
+    ErrNotBaseDir = enum.auto()  # the directory is not a base directory rootfs initialised
+    ErrNoSuchRoot = enum.auto()  # no instance has that id or root (never made, or removed)
 
 
 class ImplErrorId(enum.Enum):
@@ -50,6 +52,7 @@ class ImplErrorId(enum.Enum):
     ErrRwBaseDirMissing = enum.auto()  # the read-write base directory was not found
     ErrRwBaseDirIsFile = enum.auto()  # a file was found instead of the base directory
     ErrRwBaseDirNotRw = enum.auto()  # the base directory lacks read and write permission
+    ErrRwBaseDirUnsafe = enum.auto()  # the base directory is not the caller's alone (added)
 
 
 class RootFSError(Exception):

@@ -32,6 +32,34 @@ def filesystem_of(path: str) -> tuple[str, str]:
     """``(filesystem type, mount point)`` of the mount that holds ``path``
     (``("ext4", "/")``), found by its mount id: a longest-prefix match on
     mount points would be wrong for a bind mount. Raises ``OSError``."""
+    fields = _line_of(path)
+    fstype = fields[fields.index(b"-") + 1]
+    return os.fsdecode(fstype), os.fsdecode(_unescape(fields[4]))
+
+
+def is_unbindable(path: str) -> bool:
+    """Whether the mount holding ``path`` refuses to be bound (False if unknown)."""
+    try:
+        fields = _line_of(path)
+    except OSError:
+        return False
+    return b"unbindable" in fields[6 : fields.index(b"-")]
+
+
+def location(path: str) -> tuple[str, str]:
+    """Where ``path`` really is: ``(device, path inside that filesystem)``,
+    the same for every alias of a directory (a bind mount of it, a symlink
+    to it), so two paths overlap exactly when their locations do. ``path``
+    must be a real path (no symlink). Raises ``OSError``."""
+    fields = _line_of(path)
+    mount_point = os.fsdecode(_unescape(fields[4]))
+    inside = os.fsdecode(_unescape(fields[3]))
+    relative = os.path.relpath(path, mount_point)
+    return os.fsdecode(fields[2]), os.path.normpath(os.path.join(inside, relative))
+
+
+def _line_of(path: str) -> list[bytes]:
+    """The mountinfo fields of the mount holding ``path``, found by mount id."""
     from rootfs_core.syscalls import mount_info
 
     mnt_id = mount_info(path)[0]
@@ -39,8 +67,7 @@ def filesystem_of(path: str) -> tuple[str, str]:
         for line in fh:
             fields = line.split()
             if int(fields[0]) == mnt_id:
-                fstype = fields[fields.index(b"-") + 1]
-                return os.fsdecode(fstype), os.fsdecode(_unescape(fields[4]))
+                return fields
     raise OSError(errno.ENOENT, "mount not in /proc/self/mountinfo", path)
 
 

@@ -63,3 +63,26 @@ def has_no_symlink(path: str) -> bool:
     """Whether no component of absolute ``path`` is a symlink, so a mount on it
     lands exactly there."""
     return os.path.realpath(path) == os.path.normpath(path)
+
+
+def symlink_on_the_way(path: str, top: str, checked: set[str]) -> str | None:
+    """The first directory between ``top`` (excluded) and ``path`` (excluded)
+    that is a symlink, or None. ``top`` must be a real path; ``checked``
+    remembers the directories found sound, for the next call. A path taken
+    from state on disk is only followed once this says None, so a symlink
+    planted in it cannot lead an unmount or a delete elsewhere."""
+    relative = os.path.relpath(os.path.dirname(path), top)
+    if relative == ".":
+        return None
+    here = top
+    for part in relative.split("/"):
+        here = os.path.join(here, part)
+        if here in checked:
+            continue
+        try:
+            if stat.S_ISLNK(os.lstat(here).st_mode):
+                return here
+        except FileNotFoundError:
+            return None  # nothing below it exists to be followed
+        checked.add(here)
+    return None

@@ -27,14 +27,20 @@ import fcntl
 import json
 import os
 import re
+import stat
 from collections.abc import Iterator
 from typing import Any
 
 from rootfs_core.errors import ErrorId, RootFSError
+from rootfs_core.syscalls import inherit_fd, release_fd
 
 STATE_DIR = ".rootfs"
 ROOT_NAME = "root"
-_ID = re.compile(r"^[0-9a-f]{12}$")
+_ID = re.compile(r"[0-9a-f]{12}")
+# The ops a journal may hold (see ``Step``); anything else is a damaged or
+# planted record.
+STEP_OPS = ("dir", "tree", "mount", "fuse-mount", "daemon")
+_REMOVING = {"removing": True}  # the journal line that says a removal began
 
 
 @dataclasses.dataclass
@@ -42,14 +48,18 @@ class Step:
     """One change made for an instance, and how to take it back.
 
     ``op`` is ``dir`` (undo: rmdir), ``tree`` (undo: delete the tree, never
-    across a mount), ``mount`` (undo: umount2 and confirm) or ``fuse-mount``
-    (undo: fusermount3 -u and confirm). ``undo_error``
-    names the error id reported if undoing it fails.
+    across a mount), ``mount`` (undo: umount2 and confirm), ``fuse-mount``
+    (undo: fusermount3 -u and confirm) or ``daemon`` (the FUSE daemon
+    serving the mount at ``path``, ``detail`` being ``"PID:START"``, its pid
+    and start time; undo: wait for exactly that process to exit once
+    unmounted). ``undo_error`` names the error id reported if undoing it
+    fails. Records written before ``detail`` existed have three fields.
     """
 
     op: str
     path: str
     undo_error: str
+    detail: str = ""
 
 
 @dataclasses.dataclass
@@ -63,6 +73,9 @@ class Record:
     created: float
     options: dict[str, str]
     steps: list[Step] = dataclasses.field(default_factory=list)
+    # Set once the first step of a removal took effect: from then on the
+    # instance is never ``ready`` again, whatever later attempts do.
+    removing: bool = False
 
     def header(self) -> dict[str, Any]:
         """The record without its steps: the first line of its file."""
@@ -77,13 +90,75 @@ class Record:
 
 
 def _lines(record: Record) -> str:
-    return "".join(
-        json.dumps(item) + "\n" for item in [record.header(), *map(dataclasses.astuple, record.steps)]
-    )
+    items: list[object] = [record.header(), *map(dataclasses.astuple, record.steps)]
+    if record.removing:
+        items.append(_REMOVING)
+    return "".join(json.dumps(item) + "\n" for item in items)
 
 
 def is_instance_id(text: str) -> bool:
-    return bool(_ID.match(text))
+    """Exactly twelve lowercase hex digits (no trailing newline, no more)."""
+    return _ID.fullmatch(text) is not None
+
+
+def _parse(lines: list[str], instance_id: str, instance_dir: str) -> Record:
+    """A record from its file's lines, refusing anything a valid journal
+    cannot hold: a record is state on disk, and state may be damaged or
+    planted. Raises ``ValueError`` (or ``TypeError``) with the reason."""
+    header = json.loads(lines[0])
+    if not isinstance(header, dict):
+        raise ValueError("the header is not an object")
+    expected: dict[str, type | tuple[type, ...]] = {
+        "id": str,
+        "backend": str,
+        "prototype": str,
+        "root": str,
+        "created": (int, float),
+    }
+    for key, kind in expected.items():
+        if not isinstance(header.get(key), kind) or isinstance(header.get(key), bool):
+            raise ValueError(f"header field {key!r} is missing or has the wrong type")
+    options = header.get("options")
+    if not isinstance(options, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in options.items()
+    ):
+        raise ValueError("header field 'options' is not an object of strings")
+    if header["id"] != instance_id:
+        raise ValueError(f"the header names instance {header['id']!r}, the file {instance_id!r}")
+    if header["root"] != os.path.join(instance_dir, ROOT_NAME):
+        raise ValueError(f"the header's root {header['root']!r} is not this instance's")
+    record = Record(
+        header["id"], header["backend"], header["prototype"], header["root"], header["created"], options
+    )
+    for number, line in enumerate(lines[1:], 2):
+        if not line:
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError:
+            if number != len(lines):
+                raise
+            continue  # only a torn last line (no newline yet) is expected
+        if item == _REMOVING:
+            record.removing = True
+            continue
+        if (
+            not isinstance(item, list)
+            or not 3 <= len(item) <= 4
+            or not all(isinstance(field, str) for field in item)
+        ):
+            raise ValueError(f"line {number} is not a step")
+        step = Step(*item)
+        if step.op not in STEP_OPS or step.undo_error not in ErrorId.__members__:
+            raise ValueError(f"line {number} names an unknown step or error id")
+        if not _within(step.path, instance_dir) or os.path.normpath(step.path) != step.path:
+            raise ValueError(f"line {number} names {step.path!r}, outside the instance")
+        record.steps.append(step)
+    return record
+
+
+def _within(path: str, parent: str) -> bool:
+    return path == parent or path.startswith(parent + "/")
 
 
 class Claim:
@@ -96,6 +171,10 @@ class Claim:
     def __init__(self, path: str, fd: int) -> None:
         self._path = path
         self._fd = fd
+        # A copier started while the claim is held holds the lock too, so a
+        # sweep never takes the instance for abandoned while it still writes
+        # there (its owner killed, it not yet dead of its own death signal).
+        inherit_fd(fd)
 
     def finish(self) -> None:
         """The work is complete: drop the marker (while still holding it)."""
@@ -105,6 +184,7 @@ class Claim:
             pass
 
     def release(self) -> None:
+        release_fd(self._fd)
         os.close(self._fd)
 
     def __enter__(self) -> Claim:
@@ -115,18 +195,54 @@ class Claim:
 
 
 class Store:
-    """Records and markers of one base directory."""
+    """Records and markers of one base directory.
+
+    The state directory is made only when something is to be stored (the
+    first generate): a command that only reads, or one that is refused,
+    writes nothing, and a directory rootfs never initialised is never taken
+    for a base directory (``initialised``).
+    """
 
     def __init__(self, base_dir: str) -> None:
         self.base_dir = base_dir
         self.state_dir = os.path.join(base_dir, STATE_DIR)
         self.records_dir = os.path.join(self.state_dir, "records")
         self.incomplete_dir = os.path.join(self.state_dir, "incomplete")
+
+    @property
+    def initialised(self) -> bool:
+        """Whether rootfs has stored anything here (its state directory exists)."""
+        return os.path.isdir(self.state_dir)
+
+    def ensure(self) -> None:
+        """Create the state directory, private to its owner, if it is missing."""
         for path in (self.state_dir, self.records_dir, self.incomplete_dir):
             try:
                 os.mkdir(path, 0o700)
             except FileExistsError:
                 pass
+            except OSError as exc:
+                raise RootFSError(ErrorId.ErrRecord, f"cannot create {path}", cause=exc) from exc
+
+    def check_trusted(self) -> None:
+        """Refuse state that someone other than the caller could have written:
+        a record is a plan of what to unmount and delete, so one planted by
+        another user would make us delete for them. Each state directory must
+        be a real directory of the caller's, writable by nobody else."""
+        for path in (self.state_dir, self.records_dir, self.incomplete_dir):
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise RootFSError(ErrorId.ErrRecord, f"cannot inspect {path}", cause=exc) from exc
+            problem = untrusted(st)
+            if problem:
+                raise RootFSError(
+                    ErrorId.ErrRecord,
+                    f"state directory {path} {problem}: refusing to use it (rootfs state must be "
+                    f"owned by uid {os.geteuid()} and writable by it alone)",
+                )
 
     # paths -------------------------------------------------------------
     def instance_dir(self, instance_id: str) -> str:
@@ -154,13 +270,13 @@ class Store:
             if not os.path.lexists(self.instance_dir(candidate)):
                 return candidate
 
-    def _record_path(self, instance_id: str) -> str:
+    def record_path(self, instance_id: str) -> str:
         return os.path.join(self.records_dir, instance_id + ".json")
 
     def create(self, record: Record) -> None:
         """Write a new record (it must not exist yet). It appears whole or not
         at all, so a reader or a crash never meets an empty one."""
-        path = self._record_path(record.id)
+        path = self.record_path(record.id)
         try:
             os.close(self._publish(path, _lines(record).encode()))
         except OSError as exc:
@@ -168,7 +284,7 @@ class Store:
 
     def append(self, record: Record, step: Step) -> None:
         """Add ``step`` to the record, on disk first, then in memory."""
-        path = self._record_path(record.id)
+        path = self.record_path(record.id)
         line = json.dumps(dataclasses.astuple(step)) + "\n"
         try:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
@@ -182,46 +298,64 @@ class Store:
 
     def write(self, record: Record) -> None:
         """Replace the record as a whole (after a partial undo: rare)."""
-        path = self._record_path(record.id)
+        path = self.record_path(record.id)
         tmp = self._temp_name(path)
         try:
-            with open(tmp, "w", encoding="utf-8") as fh:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(_lines(record))
             os.replace(tmp, path)
         except OSError as exc:
             _unlink(tmp)
             raise RootFSError(ErrorId.ErrRecord, f"cannot write record {path}", cause=exc) from exc
 
-    def read(self, instance_id: str) -> Record | None:
-        path = self._record_path(instance_id)
+    def mark_removing(self, record: Record) -> None:
+        """Note in the journal, before the first undo takes effect, that the
+        instance is being taken apart: it is never ``ready`` again."""
+        if record.removing:
+            return
+        path = self.record_path(record.id)
         try:
-            with open(path, encoding="utf-8") as fh:
-                lines = fh.read().split("\n")
-            header = json.loads(lines[0])
-            steps = []
-            for number, line in enumerate(lines[1:], 2):
-                if not line:
-                    continue
-                try:
-                    steps.append(Step(*json.loads(line)))
-                except (ValueError, TypeError):
-                    if number != len(lines):
-                        raise  # only a torn last line (no newline yet) is expected
-            return Record(steps=steps, **header)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+            try:
+                os.write(fd, (json.dumps(_REMOVING) + "\n").encode())
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise RootFSError(ErrorId.ErrRecord, f"cannot write record {path}", cause=exc) from exc
+        record.removing = True
+
+    def read(self, instance_id: str) -> Record | None:
+        """The record of ``instance_id``, or None if there is none. A record
+        that is damaged, of the wrong shape, or names anything outside its
+        instance raises ``RootFSError(ErrRecord)``."""
+        path = self.record_path(instance_id)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, TypeError, KeyError) as exc:
+        except OSError as exc:
             raise RootFSError(ErrorId.ErrRecord, f"cannot read record {path}", cause=exc) from exc
+        try:
+            with os.fdopen(fd, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                problem = untrusted(st, directory=False)
+                if problem:
+                    raise ValueError(f"the file {problem}")
+                lines = fh.read().decode().split("\n")
+            return _parse(lines, instance_id, self.instance_dir(instance_id))
+        except (OSError, ValueError, TypeError, UnicodeDecodeError) as exc:
+            raise RootFSError(ErrorId.ErrRecord, f"cannot read record {path}: {exc}", cause=exc) from exc
 
     def delete(self, instance_id: str) -> None:
-        _unlink(self._record_path(instance_id))
+        _unlink(self.record_path(instance_id))
 
     def sweep_temporaries(self) -> list[str]:
         """Delete the temporary files of processes that died while writing one
         (their names carry the writer's pid); return their paths."""
         swept = []
         for directory in (self.records_dir, self.incomplete_dir):
-            for name in os.listdir(directory):
+            for name in _listdir(directory):
                 match = _TEMP.match(name)
                 if match and not _alive(int(match.group(1))):
                     _unlink(os.path.join(directory, name))
@@ -231,16 +365,15 @@ class Store:
     def ids(self) -> list[str]:
         return sorted(
             name[:-5]
-            for name in os.listdir(self.records_dir)
+            for name in _listdir(self.records_dir)
             if name.endswith(".json") and is_instance_id(name[:-5])
         )
 
     # markers -----------------------------------------------------------
     def incomplete_ids(self) -> Iterator[str]:
-        with os.scandir(self.incomplete_dir) as entries:
-            for entry in entries:
-                if is_instance_id(entry.name):
-                    yield entry.name
+        for name in _listdir(self.incomplete_dir):
+            if is_instance_id(name):
+                yield name
 
     def is_incomplete(self, instance_id: str) -> bool:
         return os.path.exists(os.path.join(self.incomplete_dir, instance_id))
@@ -317,6 +450,28 @@ class Store:
 
 
 _TEMP = re.compile(r"^\..*\.([0-9]+)\.[0-9a-f]{8}\.new$")
+
+
+def untrusted(st: os.stat_result, *, directory: bool = True) -> str | None:
+    """Why a file or directory with this ``lstat`` is not the caller's alone,
+    or None if it is."""
+    if directory and not stat.S_ISDIR(st.st_mode):
+        return "is not a directory (a symlink?)"
+    if not directory and not stat.S_ISREG(st.st_mode):
+        return "is not a regular file"
+    if st.st_uid != os.geteuid():
+        return f"is owned by uid {st.st_uid}"
+    if st.st_mode & 0o022:
+        return f"is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
+
+
+def _listdir(path: str) -> list[str]:
+    """The names in ``path``; none if it does not exist (not initialised)."""
+    try:
+        return os.listdir(path)
+    except FileNotFoundError:
+        return []
 
 
 def _unlink(path: str) -> None:

@@ -6,12 +6,23 @@ was journaled but never happened is skipped), deletes only inside the
 instance directory, and never deletes through a mount: a mount is unmounted
 and confirmed gone first, and tree deletion refuses to cross a mount point.
 
-Nothing is deleted until every mount is gone: first, if a process uses any
-of the instance's mounts, the teardown is refused before anything is
-touched; then every mount is unmounted, last first; only then are the
-directories deleted, last first. The first failure stops the teardown, so a
-root that becomes busy after the check loses some mounts but no data, and a
-later remove finishes the job.
+The phases, each a function here, run by ``RootFS`` in this order:
+
+1. ``check``: the journal is validated before anything is touched (no path
+   outside the instance, no symlink on the way to one, no delete inside an
+   earlier mount).
+2. ``refuse_if_busy``: if a process uses any of the instance's mounts, in
+   this mount namespace (the kernel's answer) or in any other (copies of
+   the mounts, found by ``namespaces``), the teardown is refused.
+3. ``unmount_all``: every mount is unmounted, last first.
+4. only if no copy of the mounts is left in another namespace (asked again
+   now that ours are gone: a namespace made meanwhile counts too),
+   ``delete_all``: the daemons waited for, the directories deleted, last
+   first. Otherwise the data stays, the instance stays ``removing``, and a
+   later ``gc`` or remove finishes the job once the copies are gone.
+
+The first failure stops the teardown, so a root that becomes busy after
+the check loses some mounts but no data, and a later remove finishes it.
 """
 
 from __future__ import annotations
@@ -21,7 +32,7 @@ import logging
 import os
 import time
 
-from rootfs_core import mounttable, paths
+from rootfs_core import mounttable, namespaces, paths
 from rootfs_core.errors import ErrorId, RootFSError
 from rootfs_core.store import Step
 from rootfs_core.syscalls import UMOUNT_NOFOLLOW, Syscalls
@@ -30,35 +41,30 @@ log = logging.getLogger("rootfs")
 
 UNMOUNT_TRIES = 5
 UNMOUNT_FIRST_WAIT = 0.05  # seconds, doubled after each EBUSY
+DAEMON_EXIT_TIMEOUT = 5.0  # seconds a FUSE daemon may take to exit once unmounted
 
 
 _MOUNT_OPS = ("mount", "fuse-mount")
 
 
-def undo(steps: list[Step], instance_dir: str, syscalls: Syscalls) -> None:
-    """Undo ``steps`` (see the module's docstring for the order), removing
-    each from the list once undone, so that the list always names exactly
-    what may still exist."""
-    _check(steps, instance_dir)
-    mounts = [step for step in steps if step.op in _MOUNT_OPS]
-    _refuse_if_busy(mounts, syscalls)
-    for step in reversed(mounts):
-        unmount(step.path, ErrorId[step.undo_error], syscalls, fuse=step.op == "fuse-mount")
-        steps.remove(step)
-    while steps:
-        _undo_step(steps[-1], syscalls)
-        steps.pop()
-
-
-def _check(steps: list[Step], instance_dir: str) -> None:
-    """Refuse, before touching anything, a journal that could make a delete
-    go where it must not: a path outside the instance, a symlink to delete
-    (never followed), or a directory to delete that a mount made *before* it
-    covers (a valid journal creates every directory before mounting on it)."""
+def check(steps: list[Step], instance_dir: str) -> None:
+    """Refuse, before touching anything, a journal that could make an
+    unmount or a delete go where it must not: a path outside the instance, a
+    symlink on the way to one (a symlink to delete is never followed), or a
+    directory to delete that a mount made *before* it covers (a valid
+    journal creates every directory before mounting on it)."""
+    checked: set[str] = set()
     for index, step in enumerate(steps):
         if not paths.is_within(step.path, instance_dir):
             raise RootFSError(ErrorId.ErrNotOurRoot, f"journal names {step.path}, outside {instance_dir}")
-        if step.op in _MOUNT_OPS:
+        link = paths.symlink_on_the_way(step.path, os.path.dirname(instance_dir), checked)
+        if link is not None:
+            raise RootFSError(
+                ErrorId.ErrRecord,
+                f"the journal's path {step.path} goes through the symlink {link}: refusing to follow it; "
+                "nothing was touched",
+            )
+        if step.op not in ("dir", "tree"):
             continue
         if os.path.islink(step.path):
             raise RootFSError(ErrorId[step.undo_error], f"{step.path} is a symlink: refusing to delete it")
@@ -71,8 +77,83 @@ def _check(steps: list[Step], instance_dir: str) -> None:
                 )
 
 
-def _refuse_if_busy(mounts: list[Step], syscalls: Syscalls) -> None:
-    """Fail before touching anything if a process uses one of the mounts.
+def refuse_if_busy(steps: list[Step], needles: list[bytes], syscalls: Syscalls) -> None:
+    """Fail before touching anything if a process uses one of the mounts,
+    in this mount namespace or in any other (through a copy of it)."""
+    mounts = [step for step in steps if step.op in _MOUNT_OPS]
+    if not mounts:
+        return
+    _refuse_if_busy_here(mounts, syscalls)
+    copies = namespaces.scan(needles)
+    if copies:
+        users = copies.holders()
+        if users:
+            raise RootFSError(
+                ErrorId.ErrRootBusy,
+                f"{mounts[0].path} is in use in another mount namespace by {', '.join(users)} "
+                "(a container or a process that entered the root); stop it and remove again",
+            )
+
+
+def needles(instance_id: str, steps: list[Step], prototype: str, syscalls: Syscalls) -> list[bytes]:
+    """What marks this instance's mounts in another namespace's mountinfo
+    (see ``namespaces``): its id, and the device numbers of the mounted
+    filesystems that only it has (not a bind of the prototype or of the base
+    directory's filesystem), read while they are still mounted here."""
+    found = [instance_id.encode()]
+    shared = set()
+    for path in (os.path.dirname(steps[0].path) if steps else "", prototype):
+        try:
+            shared.add(os.stat(path).st_dev)
+        except OSError:
+            pass
+    for step in steps:
+        if step.op not in _MOUNT_OPS:
+            continue
+        try:
+            dev = os.stat(step.path).st_dev
+            mounted = syscalls.is_mountpoint(step.path)
+        except OSError:
+            continue
+        if mounted and dev not in shared:
+            found.append(f" {os.major(dev)}:{os.minor(dev)} ".encode())
+    return found
+
+
+def unmount_all(steps: list[Step], syscalls: Syscalls) -> None:
+    """Unmount every journaled mount, last first, dropping each from
+    ``steps`` once it is gone."""
+    for step in reversed([step for step in steps if step.op in _MOUNT_OPS]):
+        unmount(step.path, ErrorId[step.undo_error], syscalls, fuse=step.op == "fuse-mount")
+        steps.remove(step)
+
+
+def held_elsewhere(needles: list[bytes]) -> namespaces.Copies:
+    """Copies of the instance's mounts left in other namespaces, asked once
+    ours are unmounted: while there are any, its data must stay."""
+    return namespaces.scan(needles)
+
+
+def delete_all(steps: list[Step], syscalls: Syscalls) -> None:
+    """Undo the remaining (non-mount) steps, last first, dropping each from
+    ``steps`` once undone."""
+    while steps:
+        _undo_step(steps[-1], syscalls)
+        steps.pop()
+
+
+def undo(steps: list[Step], instance_dir: str, syscalls: Syscalls) -> None:
+    """All of it at once, for an instance nobody can have seen yet (a failed
+    generate): check, unmount, delete."""
+    check(steps, instance_dir)
+    _refuse_if_busy_here([step for step in steps if step.op in _MOUNT_OPS], syscalls)
+    unmount_all(steps, syscalls)
+    delete_all(steps, syscalls)
+
+
+def _refuse_if_busy_here(mounts: list[Step], syscalls: Syscalls) -> None:
+    """Fail before touching anything if a process of this mount namespace
+    uses one of the mounts.
 
     The kernel answers for a mount with nothing mounted on it; for one with
     mounts on it (a quilt's root) it always says busy, so the processes are
@@ -124,8 +205,45 @@ def _undo_step(step: Step, syscalls: Syscalls) -> None:
             syscalls.remove_tree(step.path)
         except OSError as exc:
             raise RootFSError(error, f"cannot delete {step.path}", cause=exc) from exc
+    elif step.op == "daemon":
+        _wait_for_exit(step, error)
     else:
         raise RootFSError(ErrorId.ErrRecord, f"unknown step {step.op!r} in the journal")
+
+
+def _wait_for_exit(step: Step, error: ErrorId) -> None:
+    """Wait until the journaled daemon (that pid with that start time, so
+    never another process that took its pid, nor an impostor with its name)
+    has exited; fail after ``DAEMON_EXIT_TIMEOUT`` so a stuck one is never
+    silently left writing in what is about to be deleted."""
+    pid_text, _, start = step.detail.partition(":")
+    if not pid_text.isdigit():
+        return  # nothing was found to wait for when it was journaled
+    pid = int(pid_text)
+    deadline = time.monotonic() + DAEMON_EXIT_TIMEOUT
+    pause = 0.002
+    while process_start(pid) == start:
+        if time.monotonic() >= deadline:
+            raise RootFSError(
+                error,
+                f"the FUSE daemon (pid {pid}) that served {step.path} is still running "
+                f"{DAEMON_EXIT_TIMEOUT:g}s after it was unmounted; stop it (kill {pid}) and remove again",
+            )
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
+
+
+def process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` (clock ticks since boot, as text),
+    or None if there is no such process (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] == b"Z":
+        return None
+    return fields[19].decode()
 
 
 def unmount(target: str, error: ErrorId, syscalls: Syscalls, *, fuse: bool = False) -> bool:

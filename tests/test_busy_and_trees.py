@@ -11,7 +11,7 @@ import pytest
 
 from rootfs_core import ErrorId, RootFS, RootFSError
 from rootfs_core.syscalls import MS_BIND, UMOUNT_NOFOLLOW, LinuxSyscalls
-from rootfs_core.testing.checks import mounts_below
+from rootfs_core.testing.checks import instance_mounts, mounts_below
 from rootfs_core.testing.fixtures import remove_scratch, scratch_dir
 
 
@@ -30,7 +30,7 @@ def test_busy_root_fails_clearly_then_removes(rfs: RootFS, prototype: str, base_
         holder.kill()
         holder.wait()
     rfs.remove(root)
-    assert mounts_below(base_dir) == []
+    assert instance_mounts(base_dir) == []
 
 
 def test_remove_tree_refuses_to_cross_a_bind_mount(leak_guard: None) -> None:
@@ -97,7 +97,7 @@ def test_a_busy_inner_mount_is_refused_before_anything_is_touched(
         holder.kill()
         holder.wait()
     rfs.remove(root)
-    assert mounts_below(base_dir) == []
+    assert instance_mounts(base_dir) == []
 
 
 def test_is_busy_does_not_unmount(leak_guard: None) -> None:
@@ -139,5 +139,5 @@ def test_a_mount_someone_else_made_in_the_root_is_refused_before_anything(
     finally:
         sys_.umount(os.path.join(root, "usr"), UMOUNT_NOFOLLOW)
     rfs.remove(root)
-    assert mounts_below(base_dir) == []
+    assert instance_mounts(base_dir) == []
     remove_scratch(volume)

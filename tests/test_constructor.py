@@ -27,7 +27,7 @@ SEED_IMPL_IDS = ["ErrNilSyscallFS", "ErrRwBaseDirMissing", "ErrRwBaseDirIsFile",
 
 def test_seed_ids_keep_their_names_and_order() -> None:
     assert [e.name for e in ErrorId][: len(SEED_ERROR_IDS)] == SEED_ERROR_IDS
-    assert [e.name for e in ImplErrorId] == SEED_IMPL_IDS
+    assert [e.name for e in ImplErrorId][: len(SEED_IMPL_IDS)] == SEED_IMPL_IDS
 
 
 def _expect(error_id: object, *args: object, **kwargs: object) -> RootFSError:
@@ -62,6 +62,34 @@ def test_base_dir_not_read_write(tmp_path: Path) -> None:
     assert not (target / ".rootfs").exists()  # nothing was written into it
 
 
-def test_valid_base_dir_gets_only_its_state_dir(tmp_path: Path) -> None:
-    RootFS(tmp_path, registry=Registry({}, {}))
-    assert sorted(os.listdir(tmp_path)) == [".rootfs"]
+def test_opening_a_base_dir_writes_nothing(tmp_path: Path) -> None:
+    """State is created when something is to be stored, not on opening (a
+    command that only reads, or is refused, leaves no trace)."""
+    rfs = RootFS(tmp_path, registry=Registry({}, {}))
+    assert rfs.instances() == [] and rfs.gc().instances == []
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("mode", "owner"), [(0o777, None), (0o1777, None), (0o770, None), (0o755, 65534), (0o700, 65534)]
+)
+def test_a_base_dir_others_can_write_is_refused(tmp_path: Path, mode: int, owner: int | None) -> None:
+    """Another user could plant records there that make rootfs unmount and
+    delete for them: refused, and nothing is written into it."""
+    target = tmp_path / "shared"
+    target.mkdir()
+    os.chmod(target, mode)
+    if owner is not None:
+        os.chown(target, owner, owner)
+    err = _expect(ImplErrorId.ErrRwBaseDirUnsafe, str(target), registry=Registry({}, {}))
+    assert "writable by group or others" in str(err) or f"owned by uid {owner}" in str(err)
+    assert os.listdir(target) == []
+
+
+def test_a_state_dir_others_can_write_is_refused(tmp_path: Path) -> None:
+    os.mkdir(tmp_path / ".rootfs", 0o700)
+    os.mkdir(tmp_path / ".rootfs" / "records")
+    os.chmod(tmp_path / ".rootfs" / "records", 0o777)
+    with pytest.raises(RootFSError) as info:
+        RootFS(tmp_path, registry=Registry({}, {}))
+    assert info.value.error_id is ErrorId.ErrRecord and "writable by group or others" in str(info.value)

@@ -15,7 +15,7 @@ from rootfs_core import RootFS
 from rootfs_core.core import GcReport
 from rootfs_core.registry import Registry
 from rootfs_core.store import Store
-from rootfs_core.testing.checks import mounts_below
+from rootfs_core.testing.checks import instance_mounts, mounts_below
 
 SCRIPT = """
 import sys
@@ -37,10 +37,10 @@ def test_gc_sweeps_a_killed_generate(
     ready = RootFS(base_dir, registry=registry, backend="bindtest").generate(prototype)
     _killed_generate(base_dir, prototype, crash_after)
     assert _states_without_sweep(base_dir) == {"bindtest": "ready", "crashy": "incomplete"}
-    assert len(mounts_below(base_dir)) == 3 + crash_after
+    assert len(instance_mounts(base_dir)) == 3 + crash_after
     rfs = RootFS(base_dir, registry=registry)  # opening sweeps
     assert [i.root for i in rfs.instances()] == [ready]
-    assert mounts_below(base_dir) == [ready, ready + "/etc", ready + "/tmp"]
+    assert instance_mounts(base_dir) == [ready, ready + "/etc", ready + "/tmp"]
     with open(os.path.join(ready, "etc/hostname")) as fh:  # the finished one still works
         assert fh.read() == "prototype\n"
     assert rfs.gc() == GcReport([], [], [])
@@ -140,4 +140,4 @@ def test_a_damaged_record_of_a_ready_instance_is_listed_and_removable(
     assert rfs.gc() == GcReport([], [], [])
     assert mounts_below(root)
     rfs.remove(root)
-    assert rfs.instances() == [] and mounts_below(base_dir) == []
+    assert rfs.instances() == [] and instance_mounts(base_dir) == []

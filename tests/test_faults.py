@@ -10,7 +10,7 @@ import pytest
 
 from rootfs_core import ErrorId, RootFS, RootFSError
 from rootfs_core.registry import Registry
-from rootfs_core.testing.checks import mounts_below
+from rootfs_core.testing.checks import instance_mounts
 from rootfs_core.testing.faults import FaultySyscalls, probed_rootfs
 
 # bindtest's generate, call by call, and the id a failure there must carry.
@@ -20,14 +20,17 @@ GENERATE = [
     ("mkdir", ErrorId.ErrCreateMountDir),  # the root
     ("chmod", ErrorId.ErrCreateMountDir),
     ("mount", ErrorId.ErrBindMountRoot),  # prototype bound on the root
+    ("mount", ErrorId.ErrBindMountRoot),  # ... made private at once
     ("mount", ErrorId.ErrBindMountRoot),  # ... remounted read-only
     ("mkdir", ErrorId.ErrOverlayDir),  # the writable copy of etc
     ("chmod", ErrorId.ErrOverlayDir),
     ("copy_tree", ErrorId.ErrOverlayDir),
     ("mount", ErrorId.ErrBindMountSubdir),  # the copy bound over etc
+    ("mount", ErrorId.ErrBindMountSubdir),  # ... made private
     ("mkdir", ErrorId.ErrCreateTempDir),
     ("chmod", ErrorId.ErrCreateTempDir),
     ("mount", ErrorId.ErrOverlayTempDir),  # tmpfs on tmp
+    ("mount", ErrorId.ErrOverlayTempDir),  # ... made private
 ]
 REMOVE = [  # every mount goes before anything is deleted
     ("umount", ErrorId.ErrUnmountSubdir),  # tmp
@@ -64,7 +67,7 @@ def test_generate_fails_at_each_step_and_leaves_nothing(
     assert info.value.error_id is GENERATE[step - 1][1]
     assert "injected failure" in str(info.value)
     assert info.value.cleanup_errors == []
-    assert mounts_below(base_dir) == []
+    assert instance_mounts(base_dir) == []
     assert sorted(os.listdir(base_dir)) == [".rootfs"]
     assert rfs.instances() == []
     # base_dir and prototype fixtures check no record, marker or change remains
@@ -82,7 +85,8 @@ def test_remove_fails_at_each_step_then_succeeds(
         rfs.remove(root)
     assert info.value.error_id is REMOVE[step - 1][1]
     (instance,) = rfs.instances()  # the record is kept...
-    assert instance.state == ("ready" if step == 1 else "incomplete")
+    # a failure before anything was undone leaves it ready; after, removing
+    assert instance.state == ("ready" if step == 1 else "removing")
     assert os.path.isfile(os.path.join(prototype, "etc/hostname"))
     faulty.fail_on = set()
     rfs.remove(root)  # ...and a later remove finishes the job
@@ -93,23 +97,23 @@ def test_failed_rollback_is_reported_and_gc_finishes(
     base_dir: str, registry: Registry, prototype: str
 ) -> None:
     rfs, faulty = _probed(base_dir, registry)
-    # fail the tmpfs mount (13), then the rollback's unmount of etc (15; 14
+    # fail the tmpfs mount (15), then the rollback's unmount of etc (17; 16
     # is the harmless umount of the tmpfs that never was)
-    faulty.fail_on = {13, 15}
+    faulty.fail_on = {15, 17}
     with pytest.raises(RootFSError) as info:
         rfs.generate(prototype)
     assert info.value.error_id is ErrorId.ErrOverlayTempDir
     assert [e.error_id for e in info.value.cleanup_errors] == [ErrorId.ErrUnmountSubdir]
     (instance,) = rfs.instances()
     assert instance.state == "incomplete"
-    assert mounts_below(base_dir)  # still mounted, so nothing below was deleted
+    assert instance_mounts(base_dir)  # still mounted, so nothing below was deleted
     assert os.path.isfile(os.path.join(instance.root, "etc/hostname"))
     faulty.fail_on = set()
     assert rfs.gc(dry_run=True).instances == [instance.id]
     assert rfs.instances() == [instance]
     assert rfs.gc().instances == [instance.id]
     assert rfs.instances() == []
-    assert mounts_below(base_dir) == []
+    assert instance_mounts(base_dir) == []
 
 
 def test_interrupt_during_generate_is_rolled_back(
@@ -123,5 +127,5 @@ def test_interrupt_during_generate_is_rolled_back(
     monkeypatch.setattr(faulty.inner, "copy_tree", interrupt)
     with pytest.raises(KeyboardInterrupt):
         rfs.generate(prototype)
-    assert mounts_below(base_dir) == []
+    assert instance_mounts(base_dir) == []
     assert rfs.instances() == []

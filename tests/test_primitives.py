@@ -14,7 +14,7 @@ from rootfs_core import ErrorId, RootFS, RootFSError, teardown
 from rootfs_core.context import BuildContext
 from rootfs_core.store import Record, Store
 from rootfs_core.syscalls import UMOUNT_NOFOLLOW, LinuxSyscalls
-from rootfs_core.testing.checks import mounts_below
+from rootfs_core.testing.checks import instance_mounts
 from rootfs_core.testing.faults import FakeMounts
 
 
@@ -39,7 +39,7 @@ def test_read_only_bind_keeps_nosuid_nodev_noexec(rfs: RootFS, prototype: str, b
         root = rfs.generate(locked)
         assert {"ro", "nosuid", "nodev", "noexec"} <= _options_of(root)
         rfs.remove(root)
-        assert mounts_below(base_dir) == []
+        assert instance_mounts(base_dir) == []
     finally:
         sys_.umount(locked, UMOUNT_NOFOLLOW)
         os.rmdir(locked)
@@ -92,6 +92,7 @@ def test_mount_options_up_to_one_page_and_no_more(base_dir: str) -> None:
     rest silently: a page-long option string is refused before any mount."""
     page = os.sysconf("SC_PAGE_SIZE")
     store = Store(base_dir)
+    store.ensure()
     instance_id = store.new_id()
     record = Record(instance_id, "none", "/", store.root_of(instance_id), 0.0, {})
     store.create(record)

@@ -8,7 +8,14 @@ import stat
 
 from rootfs_core.mounttable import mount_points, mounts_below
 
-__all__ = ["mount_points", "mounts_below", "tree_checksum"]
+__all__ = ["instance_mounts", "mount_points", "mounts_below", "tree_checksum"]
+
+
+def instance_mounts(base: str) -> list[str]:
+    """The mount points below base directory ``base``, without the private
+    mount of the base directory itself (``rootfs_core.basedir``), which
+    stays: what is left of instances."""
+    return [p for p in mounts_below(base) if p != base]
 
 
 def tree_checksum(path: str) -> str:

@@ -43,13 +43,13 @@ from typing import ClassVar
 
 import pytest
 
-from rootfs_core import hookspecs
+from rootfs_core import basedir, hookspecs
 from rootfs_core.core import RootFS
 from rootfs_core.errors import ErrorId, RootFSError
 from rootfs_core.hookspecs import Probe
 from rootfs_core.registry import Registry
 from rootfs_core.syscalls import LinuxSyscalls, Syscalls
-from rootfs_core.testing.checks import mounts_below
+from rootfs_core.testing.checks import instance_mounts
 from rootfs_core.testing.faults import Call, FakeMounts, FaultySyscalls
 from rootfs_core.testing.prototypes import ODD_NAME
 
@@ -95,7 +95,7 @@ class BackendConformance:
         """Mounts below the base dir, real and (with FakeMounts) simulated."""
         syscalls = rfs.syscalls.inner if isinstance(rfs.syscalls, FaultySyscalls) else rfs.syscalls
         simulated = list(syscalls.mounted) if isinstance(syscalls, FakeMounts) else []
-        return simulated + mounts_below(rfs.base_dir)
+        return simulated + instance_mounts(rfs.base_dir)
 
     def _need_real_mounts(self) -> None:
         if not self.real_mounts:
@@ -167,16 +167,22 @@ class BackendConformance:
             rfs.remove(second)
 
     # ---------------------------------------------------------- removal
-    def test_remove_leaves_nothing_and_twice_is_fine(self, rfs: RootFS, prototype: str) -> None:
+    def test_remove_leaves_nothing_and_a_second_is_not_found(self, rfs: RootFS, prototype: str) -> None:
+        """A second remove of the same root says ``ErrNoSuchRoot`` (a script
+        with a stale path learns of it) unless ``missing_ok``."""
         root = rfs.generate(prototype, **self.options)
         assert rfs.syscalls.is_mountpoint(root)
-        assert [i.root for i in rfs.instances()] == [root]
-        rfs.remove(root)
+        assert [(i.root, i.state) for i in rfs.instances()] == [(root, "ready")]
+        assert rfs.remove(root) is True
         assert rfs.instances() == []
         assert self._mounts(rfs) == []
         assert not os.path.lexists(os.path.dirname(root))
         self.assert_nothing_else_left(root)
-        rfs.remove(root)
+        with pytest.raises(RootFSError) as info:
+            rfs.remove(root)
+        assert info.value.error_id is ErrorId.ErrNoSuchRoot
+        assert rfs.remove(root, missing_ok=True) is True
+        assert os.listdir(rfs.base_dir) == [".rootfs"]
 
     def test_a_busy_root_is_refused_untouched_then_removed(self, rfs: RootFS, prototype: str) -> None:
         """A process in the root: remove fails with ``ErrRootBusy`` before
@@ -209,6 +215,9 @@ class BackendConformance:
     def _counted(self, base_dir: str) -> tuple[RootFS, FaultySyscalls]:
         faulty = FaultySyscalls(self.make_syscalls())
         rfs = self.make_rootfs(base_dir, faulty)
+        # The base directory's one-time set-up (``rootfs_core.basedir``) is
+        # not generate's: done here, so every run counts the same calls.
+        basedir.make_private(rfs.base_dir, faulty.inner)
         faulty.calls.clear()  # count from here: the probe's calls are not generate's
         return rfs, faulty
 

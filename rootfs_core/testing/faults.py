@@ -17,7 +17,17 @@ from collections.abc import Collection
 
 from rootfs_core.core import RootFS
 from rootfs_core.registry import Registry
-from rootfs_core.syscalls import MS_BIND, LinuxSyscalls, Syscalls
+from rootfs_core.syscalls import (
+    MS_BIND,
+    MS_PRIVATE,
+    MS_SHARED,
+    MS_SLAVE,
+    MS_UNBINDABLE,
+    LinuxSyscalls,
+    Syscalls,
+)
+
+PROPAGATION = MS_PRIVATE | MS_SHARED | MS_SLAVE | MS_UNBINDABLE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,9 +131,17 @@ class FakeMounts(LinuxSyscalls):
     def __init__(self) -> None:
         self.mounted: list[str] = []  # simulated mount points, in mount order
         self.mount_calls: list[tuple[str, str, str, int, str]] = []
+        self.propagation_calls: list[tuple[str, int]] = []  # (target, MS_PRIVATE ...)
         self.umount_calls: list[str] = []
 
     def mount(self, source: str, target: str, fstype: str, flags: int, data: str) -> None:
+        if flags & PROPAGATION:
+            # A change of propagation is no new mount: made for real on a
+            # real mount, only recorded on a simulated one.
+            self.propagation_calls.append((target, flags))
+            if os.path.normpath(target) not in self.mounted:
+                super().mount(source, target, fstype, flags, data)
+            return
         self.mount_calls.append((source, target, fstype, flags, data))
         if flags & MS_BIND:
             super().mount(source, target, fstype, flags, data)

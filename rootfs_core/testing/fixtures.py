@@ -1,5 +1,16 @@
-"""pytest fixtures for anything that mounts (loaded through the ``pytest11``
-entry point of rootfs-core, so every backend's tests have them).
+"""pytest fixtures for anything that mounts: an opt-in pytest plugin.
+
+Installing rootfs-core does not load it (it has no ``pytest11`` entry point),
+because it changes the whole session: run as root, the session moves into a
+mount namespace of its own, and every test runs with ``ROOTFS_CACHE`` empty.
+A test suite opts in with one line, either in the rootdir's top-level
+``conftest.py``::
+
+    pytest_plugins = ["rootfs_core.testing.fixtures"]
+
+or as ``-p rootfs_core.testing.fixtures`` on the command line (or in
+``addopts``, as rootfs's own suites do in pyproject.toml).
+``python -m rootfs_core.testing`` loads it for the conformance suite.
 
 ``leak_guard`` fails a test that leaves a new mount anywhere; ``base_dir``
 fails one that leaves a record, a marker, an instance directory or a mount
@@ -15,10 +26,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from rootfs_core.sample import build_sample, find_busybox
-from rootfs_core.syscalls import MS_PRIVATE, MS_REC, UMOUNT_NOFOLLOW, LinuxSyscalls
-from rootfs_core.testing.checks import mount_points, mounts_below, tree_checksum
-from rootfs_core.testing.prototypes import make_tiny_prototype
+# The conformance suite's assertions show their values when they fail only
+# if pytest rewrites them, which it does by itself for this plugin alone.
+pytest.register_assert_rewrite("rootfs_core.testing.conformance", "rootfs_core.testing.checks")
+
+from rootfs_core.sample import build_sample, find_busybox  # noqa: E402
+from rootfs_core.syscalls import MS_PRIVATE, MS_REC, UMOUNT_NOFOLLOW, LinuxSyscalls  # noqa: E402
+from rootfs_core.testing.checks import instance_mounts, mount_points, mounts_below, tree_checksum  # noqa: E402
+from rootfs_core.testing.prototypes import make_tiny_prototype  # noqa: E402
 
 _CLONE_NEWNS = 0x00020000
 SCRATCH_TOP = "/tmp/rootfs-tests"
@@ -59,8 +74,9 @@ def scratch_dir(prefix: str) -> str:
 
 
 def assert_base_dir_clean(base: str) -> None:
-    """Nothing of any instance is left in ``base``."""
-    assert mounts_below(base) == [], f"mounts left in {base}: {mounts_below(base)}"
+    """Nothing of any instance is left in ``base`` (its own private mount,
+    which rootfs keeps, is not an instance's)."""
+    assert instance_mounts(base) == [], f"mounts left in {base}: {instance_mounts(base)}"
     leftovers = sorted(set(os.listdir(base)) - {".rootfs"})
     assert leftovers == [], f"instance directories left in {base}: {leftovers}"
     state = os.path.join(base, ".rootfs")
@@ -70,9 +86,21 @@ def assert_base_dir_clean(base: str) -> None:
             assert left == [], f"{sub} left in {base}: {left}"
 
 
+def release_base_dirs(path: str) -> None:
+    """Unmount the private mounts rootfs made of the base directories at or
+    below ``path`` (``rootfs_core.basedir``), once nothing is mounted in
+    them: a test's leftover instance mount stays, and fails the test."""
+    for point in sorted(mounts_below(path), key=len, reverse=True):
+        if os.path.isdir(os.path.join(point, ".rootfs")) and mounts_below(point) == [point]:
+            LinuxSyscalls().umount(point, UMOUNT_NOFOLLOW)
+
+
 def remove_scratch(path: str) -> None:
     """Delete a test's scratch directory, but never through a mount."""
-    if os.path.isdir(path) and not mounts_below(path):
+    if not os.path.isdir(path):
+        return
+    release_base_dirs(path)
+    if not mounts_below(path):
         LinuxSyscalls().remove_tree(path)
 
 
@@ -134,14 +162,44 @@ def pytest_configure(config: pytest.Config) -> None:
     mounts for leaks, and a mount a failed test leaks disappears with the
     session instead of staying on the host. ``leak_guard`` still fails the
     test that leaked it. ``ROOTFS_TEST_HOST_NAMESPACE=1`` turns this off.
+
+    ``/`` is made rprivate in that namespace, so nothing propagates between
+    it and the host. ``ROOTFS_TEST_PROPAGATION=shared`` then makes it
+    rshared, as systemd makes ``/`` on a real host, so that every test meets
+    a real host's propagation (a bind of a shared mount joins its peer group;
+    a mount below one reaches its peers and slaves). The namespace is still
+    our own (cut from the host first), so nothing reaches the real host. Run
+    ``ROOTFS_TEST_PROPAGATION=shared pytest tests/integration``, or
+    ``tox -e integration-shared``; ``private`` (the default) is the other
+    value. A single test can ask for shared propagation whatever the mode
+    with ``rootfs_core.testing.neighbours.shared_namespace``.
     """
-    if os.geteuid() != 0 or os.environ.get("ROOTFS_TEST_HOST_NAMESPACE") == "1":
+    propagation = os.environ.get("ROOTFS_TEST_PROPAGATION", "private") or "private"
+    if propagation not in ("private", "shared"):
+        raise pytest.UsageError(f"ROOTFS_TEST_PROPAGATION={propagation!r}: expected 'private' or 'shared'")
+    if os.geteuid() != 0:
+        return
+    if os.environ.get("ROOTFS_TEST_HOST_NAMESPACE") == "1":
+        if propagation == "shared":
+            # Never change the propagation of a namespace that is not the session's own.
+            raise pytest.UsageError("ROOTFS_TEST_PROPAGATION=shared needs a namespace of the session's own")
         return
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.unshare(_CLONE_NEWNS) != 0:
+        if propagation == "shared":
+            err = ctypes.get_errno()
+            raise pytest.UsageError(
+                f"ROOTFS_TEST_PROPAGATION=shared: no mount namespace of our own ({os.strerror(err)})"
+            )
         return  # already confined somewhere that forbids it: test in place
     # Our mounts must not propagate back to the host's namespace, nor its to us.
     LinuxSyscalls().mount("none", "/", "", MS_REC | MS_PRIVATE, "")
+    if propagation == "shared":
+        from rootfs_core.testing.neighbours import MS_SHARED
+
+        # Every mount gets a new peer group of its own, shared with nothing
+        # outside this namespace (it is private from the host since above).
+        LinuxSyscalls().mount("none", "/", "", MS_REC | MS_SHARED, "")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

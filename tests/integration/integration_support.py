@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from rootfs_core.store import ROOT_NAME, Store, is_instance_id
-from rootfs_core.testing.checks import mounts_below
+from rootfs_core.testing.checks import instance_mounts
 from rootfs_core.testing.faults import FaultySyscalls
 
 BACKENDS = ("overlayfs", "quilt")
@@ -145,7 +145,7 @@ def base_state(base: str) -> BaseState:
         dirs=[n for n in names if is_instance_id(n)],
         others=[n for n in names if n != ".rootfs" and not is_instance_id(n)],
         strays=sorted(strays),
-        mounts=mounts_below(base),
+        mounts=instance_mounts(base),
     )
 
 

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import pytest
 from integration_support import assert_cli_error, assert_works, generate_json, list_json, run_cli, text
 
-from rootfs_core.testing.checks import mounts_below
+from rootfs_core.testing.checks import instance_mounts, mounts_below
 
 BUSY = re.compile(r"ErrRootBusy: (.+?) is busy: ")
 HOLDERS = [("cwd", "."), ("cwd", "tmp"), ("cwd", "usr"), ("cwd", "var"), ("open", "etc/hostname")]
@@ -82,7 +82,7 @@ def test_busy_remove_fails_clearly_keeps_the_record_and_later_succeeds(
     again = run_cli(base_dir, "remove", root)
     assert again.returncode == 0, text(again.stderr)
     assert list_json(base_dir) == []
-    assert mounts_below(base_dir) == []
+    assert instance_mounts(base_dir) == []
 
 
 def _ready_cases() -> list[object]:

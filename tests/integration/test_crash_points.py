@@ -41,7 +41,7 @@ from integration_support import (
 from rootfs_core import RootFS
 from rootfs_core.store import Store
 from rootfs_core.syscalls import UMOUNT_NOFOLLOW, LinuxSyscalls
-from rootfs_core.testing.checks import mounts_below, tree_checksum
+from rootfs_core.testing.checks import instance_mounts, mounts_below, tree_checksum
 from rootfs_core.testing.faults import FaultySyscalls
 
 
@@ -361,7 +361,7 @@ def test_after_a_reboot_every_instance_can_still_be_removed(
     remove`` still takes each one apart completely."""
     rfs = RootFS(base_dir, backend=backend)
     roots = [rfs.generate(prototype, **options) for _ in range(2)]
-    for point in reversed(mounts_below(base_dir)):  # the reboot
+    for point in reversed(instance_mounts(base_dir)):  # the reboot
         LinuxSyscalls().umount(point, UMOUNT_NOFOLLOW)
     gc = run_cli(base_dir, "gc", "--json")
     assert gc.returncode == 0, text(gc.stderr)

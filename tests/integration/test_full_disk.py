@@ -23,7 +23,7 @@ from integration_support import (
 )
 
 from rootfs_core import RootFS, RootFSError
-from rootfs_core.testing.checks import mounts_below
+from rootfs_core.testing.checks import instance_mounts
 from rootfs_core.testing.fixtures import assert_base_dir_clean
 
 MakePrototype = Callable[..., str]
@@ -174,5 +174,5 @@ def test_no_inode_left_for_the_marker_fails_clearly(
     finally:
         _unfill(made)
     assert_base_dir_clean(base)
-    assert mounts_below(base) == []
+    assert instance_mounts(base) == []
     assert_cli_error(proc)

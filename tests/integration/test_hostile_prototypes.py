@@ -30,7 +30,7 @@ from integration_support import (
 
 from rootfs_core import ErrorId, RootFS, RootFSError, paths
 from rootfs_core.syscalls import UMOUNT_NOFOLLOW, LinuxSyscalls
-from rootfs_core.testing.checks import mount_points, mounts_below, tree_checksum
+from rootfs_core.testing.checks import instance_mounts, mount_points, tree_checksum
 from rootfs_core.testing.faults import FakeMounts
 from rootfs_core.testing.fixtures import assert_base_dir_clean, remove_scratch, scratch_dir
 from rootfs_core.testing.prototypes import SEED_DIRS, make_tiny_prototype
@@ -501,4 +501,4 @@ def test_a_prototype_changing_under_its_instances(
     finally:
         RootFS(base_dir).remove(overlay)
         RootFS(base_dir).remove(quilt)
-    assert mounts_below(base_dir) == []
+    assert instance_mounts(base_dir) == []

@@ -17,7 +17,7 @@ from integration_support import assert_cli_error, assert_works, run_cli, text
 from rootfs_core import ErrorId, RootFS, RootFSError
 from rootfs_core.store import Step, Store
 from rootfs_core.syscalls import MS_BIND, UMOUNT_NOFOLLOW, LinuxSyscalls
-from rootfs_core.testing.checks import mount_points, mounts_below, tree_checksum
+from rootfs_core.testing.checks import instance_mounts, mount_points, mounts_below, tree_checksum
 from rootfs_core.testing.faults import FaultySyscalls
 
 
@@ -60,7 +60,7 @@ def test_a_failing_root_unmount_deletes_nothing(
     assert tree_checksum(prototype) == checksum
     faulty.fail_on = set()
     rfs.remove(root)
-    assert mounts_below(base_dir) == []
+    assert instance_mounts(base_dir) == []
 
 
 class UnmountDoesNothing(LinuxSyscalls):

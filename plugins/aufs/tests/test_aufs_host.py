@@ -17,7 +17,7 @@ from rootfs_aufs import backend
 
 from rootfs_core import ErrorId, RootFS, RootFSError
 from rootfs_core.syscalls import LinuxSyscalls
-from rootfs_core.testing.checks import mounts_below
+from rootfs_core.testing.checks import instance_mounts
 from rootfs_core.testing.faults import FakeMounts
 from rootfs_core.testing.fixtures import remove_scratch, scratch_dir
 
@@ -55,7 +55,7 @@ def test_forced_aufs_fails_clearly_and_leaves_nothing(
     assert no_aufs in caught.value.message
     assert caught.value.cleanup_errors == []
     assert rfs.instances() == []
-    assert mounts_below(base_dir) == []
+    assert instance_mounts(base_dir) == []
     # base_dir's own teardown checks no directory or record is left either.
 
 
@@ -99,7 +99,7 @@ def test_cli_forced_aufs_generate_fails_and_leaves_nothing(
     done = rootfs_cli("generate", "--backend", "aufs", "--base-dir", base_dir, prototype)
     assert (done.returncode, done.stdout) == (1, "")
     assert done.stderr == f"rootfs: ErrBackendUnsupported: backend 'aufs' cannot work here: {no_aufs}\n"
-    assert mounts_below(base_dir) == []
+    assert instance_mounts(base_dir) == []
     # base_dir's own teardown checks no directory or record is left either.
 
 

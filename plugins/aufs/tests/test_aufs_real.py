@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from rootfs_core import RootFS
-from rootfs_core.testing.checks import mounts_below
+from rootfs_core.testing.checks import instance_mounts
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def test_remove_leaves_nothing(aufs: RootFS, prototype: str, base_dir: str) -> N
     with open(os.path.join(root, "file"), "wb") as fh:
         fh.write(b"x" * 4096)
     aufs.remove(root)
-    assert mounts_below(base_dir) == []
+    assert instance_mounts(base_dir) == []
     assert aufs.instances() == []
 
 

@@ -10,7 +10,7 @@ import stat
 import pytest
 
 from rootfs_core import RootFS
-from rootfs_core.testing.checks import mounts_below
+from rootfs_core.testing.checks import instance_mounts, mounts_below
 from rootfs_core.testing.prototypes import ODD_NAME
 
 
@@ -148,7 +148,7 @@ def test_removal_leaves_nothing(base_dir: str, rfs: RootFS, prototype: str, size
     os.unlink(f"{root}/etc/passwd")
     rfs.remove(root)
     assert rfs.instances() == []
-    assert mounts_below(base_dir) == []
+    assert instance_mounts(base_dir) == []
     assert os.listdir(base_dir) == [".rootfs"]
     rfs.remove(root)  # removing again is a success that touches nothing
 

@@ -12,7 +12,7 @@ from rootfs_quilt import backend
 
 from rootfs_core import ErrorId, RootFS, RootFSError
 from rootfs_core.hookspecs import BAND_COPY
-from rootfs_core.testing.checks import mounts_below, tree_checksum
+from rootfs_core.testing.checks import instance_mounts, mounts_below, tree_checksum
 from rootfs_core.testing.fixtures import assert_base_dir_clean
 
 SEED_DIRS = ("proc", "dev", "etc", "home", "sbin", "var", "tmp")
@@ -81,7 +81,7 @@ def test_remove_unmounts_all_and_deletes_the_copies(quilt: RootFS, prototype: st
     assert copies(root) == ["0-dev", "1-etc", "2-home", "3-proc", "4-sbin", "5-tmp", "6-var"]
     open(os.path.join(root, "var", "data"), "w").close()
     quilt.remove(root)
-    assert mounts_below(quilt.base_dir) == []
+    assert instance_mounts(quilt.base_dir) == []
     assert not os.path.lexists(instance_dir(root))
     assert records(quilt.base_dir) == []
     quilt.remove(root)  # a second remove is a success

@@ -10,7 +10,7 @@ import pytest
 from quilt_support import MakePrototype, build_debian_like, copies, tiny_with
 
 from rootfs_core import ErrorId, RootFS, RootFSError
-from rootfs_core.testing.checks import mount_points, mounts_below, tree_checksum
+from rootfs_core.testing.checks import instance_mounts, mount_points, mounts_below, tree_checksum
 from rootfs_core.testing.fixtures import assert_base_dir_clean
 
 
@@ -69,7 +69,7 @@ def test_escaping_symlinks_are_contained(
         open(os.path.join(root, lands_on, marker), "w").close()
         assert not os.path.lexists(os.path.join(host_path, marker))
         assert not os.path.lexists(os.path.join(prototype, lands_on, marker))
-    assert mounts_below(quilt.base_dir) == []
+    assert instance_mounts(quilt.base_dir) == []
 
 
 @pytest.mark.parametrize(
