@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from rootfs_core.testing.checks import mounts_below
+from rootfs_core.testing.checks import instance_mounts
 
 
 def rootfs(*args: str, base_dir: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -46,7 +46,7 @@ def test_generate_list_remove_json(cli_env: None, base_dir: str, prototype: str)
     }
     removed = rootfs("remove", data["root"], base_dir=base_dir)
     assert removed.returncode == 0 and removed.stdout == ""
-    assert mounts_below(base_dir) == []
+    assert instance_mounts(base_dir) == []
     assert json.loads(rootfs("list", "--json", base_dir=base_dir).stdout) == []
 
 
@@ -122,4 +122,11 @@ def test_usage_errors_exit_2(cli_env: None, base_dir: str, args: list[str]) -> N
 def test_gc_json(cli_env: None, base_dir: str) -> None:
     out = rootfs("gc", "--dry-run", "--json", base_dir=base_dir)
     assert out.returncode == 0
-    assert json.loads(out.stdout) == {"dry_run": True, "instances": [], "unmounted": [], "orphans": []}
+    assert json.loads(out.stdout) == {
+        "dry_run": True,
+        "instances": [],
+        "unmounted": [],
+        "orphans": [],
+        "waiting": [],
+        "failed": {},
+    }
