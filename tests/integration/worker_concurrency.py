@@ -93,7 +93,7 @@ def sweeper(base: str, stop_file: str) -> dict[str, object]:
             if report.instances or report.unmounted or report.orphans:
                 reported.append(dataclasses.asdict(report))
             for instance in rfs.instances():
-                assert instance.state in ("ready", "incomplete"), instance
+                assert instance.state in ("ready", "incomplete", "removing"), instance
                 assert instance.root == os.path.join(base, instance.id, "root"), instance
             if iterations % 10 == 0:  # now and then the command line, too
                 listed = subprocess.run(
