@@ -291,12 +291,12 @@ class RootFS:
         may have taken it away."""
         points = [p for p in mounted if paths.is_within(p, instance_dir)]
         steps = [Step("mount", p, ErrorId.ErrUnmountSubdir.name) for p in points]
-        needles = teardown.needles(os.path.basename(instance_dir), steps, "", self.syscalls)
-        teardown.refuse_if_busy(steps, needles, self.syscalls)
+        signature = teardown.signature(instance_dir, steps, "", self.syscalls)
+        before = teardown.refuse_if_busy(steps, signature, self.syscalls)
         for point in reversed(points):
             if teardown.unmount(point, ErrorId.ErrUnmountSubdir, self.syscalls):
                 report.unmounted.append(point)
-        if teardown.held_elsewhere(needles):
+        if teardown.held_elsewhere(signature, before):
             report.waiting.append(instance_dir)
             return
         try:
@@ -490,8 +490,8 @@ class RootFS:
         instance_dir = self._store.instance_dir(record.id)
         try:
             teardown.check(record.steps, instance_dir)
-            needles = teardown.needles(record.id, record.steps, record.prototype, self.syscalls)
-            teardown.refuse_if_busy(record.steps, needles, self.syscalls)
+            signature = teardown.signature(instance_dir, record.steps, record.prototype, self.syscalls)
+            before = teardown.refuse_if_busy(record.steps, signature, self.syscalls)
         except BaseException:
             if was_ready and not record.removing:
                 claim.finish()  # nothing was touched: it is as ready as before
@@ -507,9 +507,13 @@ class RootFS:
                     self._get_registry().call(
                         record.backend, "rootfs_remove", ctx=RemoveContext(record, self.syscalls)
                     )
+            journal = list(record.steps)
             teardown.unmount_all(record.steps, self.syscalls)
-            copies = teardown.held_elsewhere(needles) if record.steps else None
+            copies = teardown.held_elsewhere(signature, before) if record.steps else None
             if copies:
+                # The journal keeps its mounts (unmounted here, undone again
+                # harmlessly), so the next look finds the copies where they are.
+                record.steps[:] = journal
                 record.removing = True
                 self._store.write(record)
                 log.warning(

@@ -77,14 +77,17 @@ def check(steps: list[Step], instance_dir: str) -> None:
                 )
 
 
-def refuse_if_busy(steps: list[Step], needles: list[bytes], syscalls: Syscalls) -> None:
+def refuse_if_busy(
+    steps: list[Step], signature: namespaces.Signature, syscalls: Syscalls
+) -> namespaces.Copies:
     """Fail before touching anything if a process uses one of the mounts,
-    in this mount namespace or in any other (through a copy of it)."""
+    in this mount namespace or in any other (through a copy of it); return
+    the copies found in other namespaces."""
     mounts = [step for step in steps if step.op in _MOUNT_OPS]
     if not mounts:
-        return
+        return namespaces.Copies({}, True)
     _refuse_if_busy_here(mounts, syscalls)
-    copies = namespaces.scan(needles)
+    copies = namespaces.scan(signature, mounted_here=True)
     if copies:
         users = copies.holders()
         if users:
@@ -93,31 +96,39 @@ def refuse_if_busy(steps: list[Step], needles: list[bytes], syscalls: Syscalls) 
                 f"{mounts[0].path} is in use in another mount namespace by {', '.join(users)} "
                 "(a container or a process that entered the root); stop it and remove again",
             )
+    return copies
 
 
-def needles(instance_id: str, steps: list[Step], prototype: str, syscalls: Syscalls) -> list[bytes]:
-    """What marks this instance's mounts in another namespace's mountinfo
-    (see ``namespaces``): its id, and the device numbers of the mounted
-    filesystems that only it has (not a bind of the prototype or of the base
-    directory's filesystem), read while they are still mounted here."""
-    found = [instance_id.encode()]
+def signature(
+    instance_dir: str, steps: list[Step], prototype: str, syscalls: Syscalls
+) -> namespaces.Signature:
+    """What marks this instance's mounts in another namespace (see
+    ``namespaces``), read while they are still mounted here: its id, its
+    mount points (those mounted here first; its root always, even when the
+    journal no longer names it, for a second look after ours are gone), and
+    the device numbers of the mounted filesystems that only it has (not a
+    bind of the prototype or of the base directory's filesystem)."""
+    targets = sorted({step.path for step in steps if step.op in _MOUNT_OPS} | {instance_dir + "/root"})
     shared = set()
-    for path in (os.path.dirname(steps[0].path) if steps else "", prototype):
+    for path in (instance_dir, prototype):
         try:
             shared.add(os.stat(path).st_dev)
         except OSError:
             pass
-    for step in steps:
-        if step.op not in _MOUNT_OPS:
-            continue
+    devices = []
+    mounted = []
+    for target in targets:
         try:
-            dev = os.stat(step.path).st_dev
-            mounted = syscalls.is_mountpoint(step.path)
+            if not syscalls.is_mountpoint(target):
+                continue
+            dev = os.stat(target).st_dev
         except OSError:
             continue
-        if mounted and dev not in shared:
-            found.append(f" {os.major(dev)}:{os.minor(dev)} ".encode())
-    return found
+        mounted.append(target)
+        if dev not in shared:
+            devices.append(f" {os.major(dev)}:{os.minor(dev)} ".encode())
+    ordered = mounted + [target for target in targets if target not in mounted]
+    return namespaces.Signature([os.path.basename(instance_dir).encode()], devices, ordered)
 
 
 def unmount_all(steps: list[Step], syscalls: Syscalls) -> None:
@@ -128,10 +139,25 @@ def unmount_all(steps: list[Step], syscalls: Syscalls) -> None:
         steps.remove(step)
 
 
-def held_elsewhere(needles: list[bytes]) -> namespaces.Copies:
+def held_elsewhere(signature: namespaces.Signature, before: namespaces.Copies) -> namespaces.Copies:
     """Copies of the instance's mounts left in other namespaces, asked once
-    ours are unmounted: while there are any, its data must stay."""
-    return namespaces.scan(needles)
+    ours are unmounted (a namespace made meanwhile counts too): while there
+    are any, its data must stay. A copy found ``before`` by its device
+    number alone (a FUSE root after ``pivot_root``) cannot be recognised now
+    that the number is free: its namespace still alive counts."""
+    copies = namespaces.scan(signature, mounted_here=False, clean=before.clean)
+    if not copies.complete:
+        # Without privilege other users' namespaces are invisible: say so
+        # every time. As root only a process a security policy hides is
+        # (this can be the init of a sandbox): said with -v.
+        log.log(
+            logging.WARNING if os.geteuid() != 0 else logging.INFO,
+            "not every mount namespace could be inspected (%s): a copy of %s's mounts held there "
+            "cannot be seen",
+            "other users' are invisible without privilege" if os.geteuid() != 0 else "access denied",
+            signature.targets[0],
+        )
+    return copies if copies else before.alive()
 
 
 def delete_all(steps: list[Step], syscalls: Syscalls) -> None:
