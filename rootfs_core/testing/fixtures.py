@@ -195,7 +195,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # Our mounts must not propagate back to the host's namespace, nor its to us.
     LinuxSyscalls().mount("none", "/", "", MS_REC | MS_PRIVATE, "")
     if propagation == "shared":
-        from rootfs_core.testing.neighbours import MS_SHARED
+        from rootfs_core.syscalls import MS_SHARED
 
         # Every mount gets a new peer group of its own, shared with nothing
         # outside this namespace (it is private from the host since above).
