@@ -191,7 +191,8 @@ class BuildContext:
         # The daemon is journaled by pid and start time, so remove waits for
         # exactly it (never for an impostor that took its name).
         daemon = fuse_daemon(target) if self.syscalls.is_mountpoint(target) else None
-        self._journal(Step("daemon", os.path.normpath(target), error.name, daemon or ""))
+        undo = ErrorId.ErrUnmountRoot if os.path.normpath(target) == self.root else ErrorId.ErrUnmountSubdir
+        self._journal(Step("daemon", os.path.normpath(target), undo.name, daemon or ""))
 
     def bind(self, source: str, target: str, *, readonly: bool = False, error: ErrorId | None = None) -> None:
         """Bind-mount ``source`` on ``target`` (not recursively), read-only if asked.

@@ -56,6 +56,7 @@ def leak_guard() -> Iterator[None]:
     fails. A leak elsewhere is only reported: it is not ours to touch.
     """
     before = set(mount_points())
+    host = _host_state()
     yield
     leaked = [p for p in mount_points() if p not in before and not _someone_elses(p)]
     for point in sorted(leaked, key=len, reverse=True):
@@ -65,6 +66,26 @@ def leak_guard() -> Iterator[None]:
             except OSError:
                 pass
     assert not leaked, f"test leaked mounts: {leaked}"
+    after = _host_state()
+    changed = {path: (was, after[path]) for path, was in host.items() if was != after[path]}
+    assert not changed, f"the test changed host files (type/mode, owner, device): {changed}"
+
+
+# Host files a root's prototype has namesakes of (a tiny prototype has a
+# dev/null of mode 0644): a mount or copy that escapes its root would change
+# them first.
+_HOST_FILES = ("/", "/dev", "/dev/null", "/dev/zero", "/dev/full", "/dev/tty", "/etc", "/etc/passwd", "/tmp")
+
+
+def _host_state() -> dict[str, tuple[int, int, int, int]]:
+    state = {}
+    for path in _HOST_FILES:
+        try:
+            st = os.lstat(path)
+            state[path] = (st.st_mode, st.st_uid, st.st_gid, st.st_rdev)
+        except OSError:
+            state[path] = (0, 0, 0, 0)
+    return state
 
 
 def scratch_dir(prefix: str) -> str:
