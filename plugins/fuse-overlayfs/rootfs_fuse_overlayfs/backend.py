@@ -6,11 +6,15 @@ An instance directory holds ``upper`` and ``work`` and ``root``, on which the
 mounts through the set-uid ``fusermount3`` when mount(2) is refused, so a user
 with a base directory of their own can generate and remove roots.
 
-The mount is one journaled ``fuse_mount`` step, so the core unmounts it with
-``fusermount3 -u`` on failure or remove. What the journal cannot see is the
-daemon behind the mount: ``rootfs_remove`` unmounts first and waits for that
-process to exit, so no daemon outlives its root and none is still writing in
-``upper`` or ``work`` when the core deletes them.
+The mount keeps the protections of the prototype's mount (``nosuid``,
+``nodev``, ``noexec``: ``ctx.mount_options``), passed to libfuse with ``-o``,
+so a root never grants more than the prototype itself does.
+
+The mount is one journaled ``fuse_mount`` step, after which the core
+journals the daemon serving it by pid and start time. The core undoes both:
+on failure or remove it unmounts with ``fusermount3 -u``, waits for exactly
+that daemon to exit, and only then deletes ``upper`` and ``work``. So this
+backend has no ``rootfs_remove`` hook.
 """
 
 from __future__ import annotations
@@ -19,9 +23,8 @@ import errno
 import os
 import shutil
 import stat
-import time
 
-from rootfs_core.context import BuildContext, RemoveContext
+from rootfs_core.context import BuildContext
 from rootfs_core.errors import ErrorId, RootFSError
 from rootfs_core.hookspecs import PROBE_PROTOTYPE, BackendInfo, Probe, hookimpl
 
@@ -31,7 +34,6 @@ PROGRAM = "fuse-overlayfs"
 # (without privilege) this one is, with no configuration.
 PRIORITY = 220
 FUSE_DEVICE = "/dev/fuse"
-DAEMON_EXIT_TIMEOUT = 5.0  # seconds a daemon may take to exit once unmounted
 
 
 @hookimpl
@@ -61,15 +63,6 @@ def rootfs_probe(ctx: BuildContext) -> Probe:
             f"{PROGRAM} could not mount an overlay with its upper layer in {ctx.instance_dir}: {exc}"
         )
     return check_semantics(ctx.root, ctx.prototype)
-
-
-@hookimpl
-def rootfs_remove(ctx: RemoveContext) -> None:
-    """Unmount the root and wait for its daemon to exit, before the core
-    deletes ``upper`` and ``work`` (which finds the root already unmounted)."""
-    daemons = daemons_serving(ctx.root)
-    ctx.unmount(ctx.root)
-    wait_for_exit(daemons, ctx.root)
 
 
 def missing_requirement() -> str | None:
@@ -144,6 +137,10 @@ def mount_overlay(ctx: BuildContext, lower: str) -> None:
     upper = ctx.scratch_dir("upper", stat.S_IMODE(top.st_mode), owner=owner)
     work = ctx.scratch_dir("work", 0o700)
     options = [f"lowerdir={escape(lower)}", f"upperdir={escape(upper)}", f"workdir={escape(work)}"]
+    # The prototype's protections, which libfuse applies as mount flags (as
+    # root it would otherwise allow set-id programs; fusermount3 adds nosuid
+    # and nodev without privilege, but not noexec).
+    options += ctx.mount_options
     if os.geteuid() != 0:
         # Without privilege a copy-up cannot keep a file's owner (chown is
         # refused), and the kernel would judge access by owners the user is
@@ -174,41 +171,3 @@ def check_semantics(root: str, lower: str) -> Probe:
             f"and {sorted(os.listdir(lower))} in the lower layer"
         )
     return Probe.ok()
-
-
-def daemons_serving(root: str) -> list[int]:
-    """The pids of the fuse-overlayfs processes whose mount point is ``root``.
-
-    A daemon is known by its command line, which ends with the mount point
-    generate gave it; an exited one (a zombie) has none and is not counted.
-    """
-    return [int(name) for name in os.listdir("/proc") if name.isdigit() and _serves(int(name), root)]
-
-
-def _serves(pid: int, root: str) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            argv = fh.read().split(b"\0")[:-1]
-    except OSError:  # gone, or not ours to read
-        return False
-    return len(argv) >= 2 and os.path.basename(argv[0]) == PROGRAM.encode() and argv[-1] == os.fsencode(root)
-
-
-def wait_for_exit(pids: list[int], root: str) -> None:
-    """Wait until none of ``pids`` serves ``root`` any more; fail with the pids
-    after ``DAEMON_EXIT_TIMEOUT`` so a stuck daemon is never silently leaked."""
-    deadline = time.monotonic() + DAEMON_EXIT_TIMEOUT
-    pause = 0.002
-    while True:
-        alive = [pid for pid in pids if _serves(pid, root)]
-        if not alive:
-            return
-        if time.monotonic() >= deadline:
-            listed = " ".join(map(str, alive))
-            raise RootFSError(
-                ErrorId.ErrUnmountRoot,
-                f"{PROGRAM} (pid {listed}) serving {root} is still running {DAEMON_EXIT_TIMEOUT:g}s after it "
-                f"was unmounted; stop it (kill {listed}) and remove again",
-            )
-        time.sleep(pause)
-        pause = min(pause * 2, 0.1)

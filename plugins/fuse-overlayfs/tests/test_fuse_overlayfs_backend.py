@@ -1,21 +1,29 @@
 """The backend as root: what it says of itself, a root's life from generate to
-remove (no mount, directory or daemon left), its daemon dying or hanging, and
-the paths it must escape or refuse."""
+remove (no mount, directory or daemon left), its daemon journaled, dying,
+hanging or impersonated, the prototype mount's protections kept, and the
+paths it must escape or refuse."""
 
 from __future__ import annotations
 
+import errno
 import os
+import pwd
+import shutil
 import signal
 import stat
-from collections.abc import Callable
+import subprocess
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
+from conftest import mount_flags
 from rootfs_fuse_overlayfs import backend
 
-from rootfs_core import ErrorId, RootFS, RootFSError
+from rootfs_core import ErrorId, RootFS, RootFSError, teardown
 from rootfs_core.hookspecs import BAND_OTHER_UNION
-from rootfs_core.syscalls import LinuxSyscalls
-from rootfs_core.testing.checks import mounts_below
+from rootfs_core.store import Step, Store
+from rootfs_core.syscalls import UMOUNT_NOFOLLOW, LinuxSyscalls
+from rootfs_core.testing.checks import instance_mounts
 from rootfs_core.testing.fixtures import assert_base_dir_clean, remove_scratch, scratch_dir
 from rootfs_core.testing.prototypes import make_tiny_prototype
 
@@ -29,6 +37,46 @@ def fstype_of(mount_point: str) -> str:
             if fields[4] == mount_point:
                 return fields[fields.index("-") + 1]
     raise AssertionError(f"{mount_point} is not mounted")
+
+
+def start_time(pid: int) -> str | None:
+    """Field 22 of /proc/PID/stat (start time in clock ticks), read here
+    rather than through the core; None for no process, or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == b"Z" else fields[19].decode()
+
+
+def serving_daemons(root: str) -> list[int]:
+    """The pids of the fuse-overlayfs processes (of any user) whose last
+    argument is ``root``: how the backend once told its daemon, impostors
+    included."""
+    found = []
+    for name in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as fh:
+                argv = fh.read().split(b"\0")[:-1]
+        except OSError:
+            continue
+        if argv and os.path.basename(argv[0]) == b"fuse-overlayfs" and argv[-1] == os.fsencode(root):
+            found.append(int(name))
+    return found
+
+
+def daemon_steps(base_dir: str, root: str) -> list[Step]:
+    """The ``daemon`` steps of the journal of the instance at ``root``."""
+    record = Store(base_dir).read(os.path.basename(os.path.dirname(root)))
+    assert record is not None, f"no record for {root}"
+    return [step for step in record.steps if step.op == "daemon"]
+
+
+def journaled_daemon(base_dir: str, root: str) -> int:
+    """The pid of the daemon the journal of ``root`` names."""
+    [step] = daemon_steps(base_dir, root)
+    return int(step.detail.partition(":")[0])
 
 
 def is_whiteout(path: str) -> bool:
@@ -58,7 +106,7 @@ def test_generate_write_delete_read_then_remove_leaves_nothing(
 ) -> None:
     root = rfs.generate(prototype)
     instance = os.path.dirname(root)
-    assert mounts_below(base_dir) == [root]
+    assert instance_mounts(base_dir) == [root]
     assert fstype_of(root) == "fuse.fuse-overlayfs"
     assert len(daemons(root)) == 1
     # read: the prototype, every kind of file
@@ -85,7 +133,7 @@ def test_generate_write_delete_read_then_remove_leaves_nothing(
     assert os.path.isfile(f"{prototype}/etc/hostname") and not os.path.exists(f"{prototype}/etc/new")
     rfs.remove(root)
     assert not os.path.exists(instance)
-    assert mounts_below(base_dir) == []
+    assert instance_mounts(base_dir) == []
     assert daemons(base_dir) == []
 
 
@@ -115,17 +163,39 @@ def test_instances_are_isolated(rfs: RootFS, prototype: str) -> None:
     rfs.remove(second)
 
 
-def test_remove_twice_is_fine(rfs: RootFS, prototype: str) -> None:
+def test_a_second_remove_says_no_such_root_unless_missing_ok(rfs: RootFS, prototype: str) -> None:
     root = rfs.generate(prototype)
-    rfs.remove(root)
-    rfs.remove(root)
+    assert rfs.remove(root) is True
+    with pytest.raises(RootFSError) as exc:
+        rfs.remove(root)
+    assert exc.value.error_id is ErrorId.ErrNoSuchRoot
+    assert rfs.remove(root, missing_ok=True) is True
+
+
+def test_the_journal_names_the_daemon_by_pid_and_start_time(
+    rfs: RootFS, base_dir: str, prototype: str
+) -> None:
+    root = rfs.generate(prototype)
+    record = Store(base_dir).read(rfs.instances()[0].id)
+    assert record is not None
+    ops = [step.op for step in record.steps]
+    # the daemon step follows its mount, so it is undone (waited for) after
+    # the unmount and before upper and work are deleted
+    assert ops[-2:] == ["fuse-mount", "daemon"]
+    step = record.steps[-1]
+    assert step.path == root
+    [pid] = serving_daemons(root)  # found here independently of the core
+    assert step.detail == f"{pid}:{start_time(pid)}"
+    assert "/dev/fuse" in [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+    assert rfs.remove(root) is True
+    assert start_time(pid) is None  # it exited (a zombie at most) before remove returned
 
 
 def test_root_of_a_killed_daemon_is_still_removed(rfs: RootFS, base_dir: str, prototype: str) -> None:
     root = rfs.generate(prototype)
-    [pid] = backend.daemons_serving(root)
+    pid = journaled_daemon(base_dir, root)
     os.kill(pid, signal.SIGKILL)
-    rfs.remove(root)
+    assert rfs.remove(root) is True
     assert_base_dir_clean(base_dir)
 
 
@@ -146,9 +216,9 @@ class StopDaemonToUnmount(LinuxSyscalls):
 def test_daemon_that_does_not_exit_fails_clearly_and_keeps_the_record(
     rfs: RootFS, base_dir: str, prototype: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(backend, "DAEMON_EXIT_TIMEOUT", 0.3)
+    monkeypatch.setattr(teardown, "DAEMON_EXIT_TIMEOUT", 0.3)
     root = rfs.generate(prototype)
-    [pid] = backend.daemons_serving(root)
+    pid = journaled_daemon(base_dir, root)
     try:
         with pytest.raises(RootFSError) as exc:
             RootFS(base_dir, syscalls=StopDaemonToUnmount(pid)).remove(root)
@@ -156,10 +226,156 @@ def test_daemon_that_does_not_exit_fails_clearly_and_keeps_the_record(
         assert f"(pid {pid})" in str(exc.value) and f"kill {pid}" in str(exc.value)
         assert [i.root for i in rfs.instances()] == [root]
         assert os.path.isdir(f"{os.path.dirname(root)}/upper")  # nothing deleted under a live daemon
+        assert len(daemon_steps(base_dir, root)) == 1  # still to be waited for
     finally:
         os.kill(pid, signal.SIGCONT)
-    rfs.remove(root)
+    assert rfs.remove(root) is True
     assert_base_dir_clean(base_dir)
+
+
+class ImpostorAtMount(LinuxSyscalls):
+    """Starts, just before the real mount, a process of another user that
+    looks like the daemon in every way but its owner: named fuse-overlayfs,
+    the root as its last argument, /dev/fuse open (root opens it and hands
+    it over: on most hosts /dev/fuse is mode 0666 anyway). It runs when the
+    core looks for the daemon (and, started first, has the lower pid) and
+    when remove waits for it."""
+
+    def __init__(self, user: pwd.struct_passwd) -> None:
+        self.user = user
+        self.armed = False  # not for the probe's mount
+        self.impostors: list[subprocess.Popen[bytes]] = []
+
+    def run_mount_program(self, argv: list[str], target: str) -> None:
+        if not self.armed:
+            super().run_mount_program(argv, target)
+            return
+        fuse = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+        try:
+            self.impostors.append(
+                subprocess.Popen(
+                    ["fuse-overlayfs", "-c", "import time; time.sleep(120)", target],
+                    executable=IMPOSTOR_PYTHON,
+                    user=self.user.pw_uid,
+                    group=self.user.pw_gid,
+                    extra_groups=[],
+                    pass_fds=[fuse],
+                    cwd="/",
+                    stdin=subprocess.DEVNULL,
+                )
+            )
+        finally:
+            os.close(fuse)
+        super().run_mount_program(argv, target)
+
+
+IMPOSTOR_PYTHON = "/usr/bin/python3"  # any user may run it (a virtualenv's may be under /root)
+
+
+@pytest.fixture
+def nobody() -> pwd.struct_passwd:
+    if not os.access(IMPOSTOR_PYTHON, os.X_OK):
+        pytest.skip(f"{IMPOSTOR_PYTHON} is missing: the impostor runs it")
+    try:
+        return pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user 'nobody' to run the impostor as")
+
+
+def test_an_impostor_of_another_user_neither_is_journaled_nor_delays_remove(
+    rfs: RootFS, base_dir: str, prototype: str, nobody: pwd.struct_passwd
+) -> None:
+    """Any user can start a process named fuse-overlayfs with a root's path
+    as its last argument; the daemon is known by owner, pid and start time,
+    so remove neither waits for the impostor nor touches it."""
+    syscalls = ImpostorAtMount(nobody)
+    try:
+        with_impostor = RootFS(base_dir, backend="fuse-overlayfs", syscalls=syscalls)
+        assert with_impostor.probe("fuse-overlayfs").supported
+        syscalls.armed = True
+        root = with_impostor.generate(prototype)
+        [impostor] = syscalls.impostors
+        assert impostor.poll() is None
+        born = start_time(impostor.pid)
+        with open(f"/proc/{impostor.pid}/status", encoding="ascii") as fh:
+            [uids] = [line.split()[1:] for line in fh if line.startswith("Uid:")]
+        assert uids == [str(nobody.pw_uid)] * 4
+        [real] = [pid for pid in serving_daemons(root) if pid != impostor.pid]
+        assert sorted(serving_daemons(root)) == sorted([impostor.pid, real])  # the impostor looks the part
+        assert journaled_daemon(base_dir, root) == real
+        started = time.monotonic()
+        assert rfs.remove(root) is True
+        took = time.monotonic() - started
+        assert took < teardown.DAEMON_EXIT_TIMEOUT / 5, f"remove took {took:.2f}s"
+        assert_base_dir_clean(base_dir)
+        assert impostor.poll() is None and start_time(impostor.pid) == born  # untouched
+    finally:
+        for started_impostor in syscalls.impostors:
+            started_impostor.kill()
+            started_impostor.wait()
+
+
+@pytest.fixture
+def restricted_place() -> Iterator[Callable[[int], str]]:
+    """``place(flags)``: a tiny prototype on a tmpfs mounted with ``flags``
+    (MS_NOSUID, MS_NODEV, MS_NOEXEC), which also holds a copy of ``id``
+    set-uid to nobody (``usr/bin/suid-id``) and ``true`` (``usr/bin/true``).
+    Unmounted and deleted afterwards."""
+    holder = scratch_dir("restricted-")
+    mounted: list[str] = []
+
+    def place(flags: int) -> str:
+        point = os.path.join(holder, str(len(mounted)))
+        os.mkdir(point)
+        LinuxSyscalls().mount("tmpfs", point, "tmpfs", flags, "mode=0755")
+        mounted.append(point)
+        proto = make_tiny_prototype(os.path.join(point, "prototype"))
+        for name, program in (("suid-id", "id"), ("true", "true")):
+            found = shutil.which(program)
+            assert found is not None, f"{program} is not installed"
+            shutil.copy(found, os.path.join(proto, "usr/bin", name))
+        os.chown(os.path.join(proto, "usr/bin/suid-id"), pwd.getpwnam("nobody").pw_uid, 0)
+        os.chmod(os.path.join(proto, "usr/bin/suid-id"), 0o4755)
+        return proto
+
+    try:
+        yield place
+    finally:
+        for point in reversed(mounted):
+            LinuxSyscalls().umount(point, UMOUNT_NOFOLLOW)
+        remove_scratch(holder)
+
+
+def test_a_nodev_nosuid_prototype_gives_a_nodev_nosuid_root(
+    rfs: RootFS, restricted_place: Callable[[int], str]
+) -> None:
+    proto = restricted_place(os.ST_NODEV | os.ST_NOSUID)
+    root = rfs.generate(proto)
+    try:
+        flags = mount_flags(root)
+        assert {"nodev", "nosuid"} <= flags and "noexec" not in flags
+        # a device node of the prototype cannot be opened in the root
+        assert stat.S_ISCHR(os.lstat(f"{root}/dev/null").st_mode)
+        with pytest.raises(OSError) as exc:
+            open(f"{root}/dev/null", "rb").close()
+        assert exc.value.errno in (errno.EACCES, errno.EPERM)
+        # a set-uid program keeps its bit in the root but gains nothing
+        assert os.stat(f"{root}/usr/bin/suid-id").st_mode & stat.S_ISUID
+        ran = subprocess.run([f"{root}/usr/bin/suid-id", "-u"], capture_output=True, text=True, check=True)
+        assert ran.stdout.strip() == str(os.geteuid())
+    finally:
+        rfs.remove(root)
+
+
+def test_a_noexec_prototype_gives_a_noexec_root(rfs: RootFS, restricted_place: Callable[[int], str]) -> None:
+    proto = restricted_place(os.ST_NOEXEC)
+    root = rfs.generate(proto)
+    try:
+        assert "noexec" in mount_flags(root)
+        with pytest.raises(PermissionError):
+            subprocess.run([f"{root}/usr/bin/true"], check=False)
+    finally:
+        rfs.remove(root)
 
 
 def test_paths_with_commas_and_backslashes(rfs: RootFS, leak_guard: None) -> None:

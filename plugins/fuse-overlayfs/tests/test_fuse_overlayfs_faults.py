@@ -47,9 +47,21 @@ def expected_error(call: Call, root: str) -> ErrorId:
     return ErrorId.ErrCreateMountDir if target == root else ErrorId.ErrCreateTempDir
 
 
+def protections(path: str) -> list[str]:
+    """The -o words for the protections of the mount holding ``path``, in
+    the order the core lists them (``BuildContext.mount_options``)."""
+    flags = os.statvfs(path).f_flag
+    return [name for bit, name in NAMED_PROTECTIONS if flags & bit]
+
+
+NAMED_PROTECTIONS = ((os.ST_NOSUID, "nosuid"), (os.ST_NODEV, "nodev"), (os.ST_NOEXEC, "noexec"))
+
+
 def test_generate_and_remove_make_exactly_their_plan(base_dir: str, prototype: str) -> None:
-    """The daemon is unmounted (and waited for) by the backend's remove hook,
-    before the core deletes the layers; the core then finds nothing mounted."""
+    """A FUSE program mounts, so no mount(2) call is made (nor a make-private
+    one after it: the program's mount is its own, and the daemon is looked up
+    in /proc, no changing call either). On remove the core unmounts, waits
+    for the journaled daemon (no call), then deletes the layers, last first."""
     rfs, faulty = probed(base_dir)
     root = rfs.generate(prototype)
     instance = os.path.dirname(root)
@@ -70,11 +82,18 @@ def test_generate_and_remove_make_exactly_their_plan(base_dir: str, prototype: s
     assert argv == [
         "fuse-overlayfs",
         "-o",
-        f"lowerdir={prototype},upperdir={instance}/upper,workdir={instance}/work",
+        ",".join(
+            [
+                f"lowerdir={prototype}",
+                f"upperdir={instance}/upper",
+                f"workdir={instance}/work",
+                *protections(prototype),
+            ]
+        ),
         root,
     ]
     faulty.calls.clear()
-    rfs.remove(root)
+    assert rfs.remove(root) is True
     assert [(c.name, c.args[0]) for c in faulty.calls] == [
         ("fuse_unmount", root),
         ("remove_tree", f"{instance}/work"),

@@ -29,8 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import mount_flags
 
-from rootfs_core.testing.checks import mounts_below, tree_checksum
+from rootfs_core.syscalls import UMOUNT_NOFOLLOW, LinuxSyscalls
+from rootfs_core.testing.checks import instance_mounts, tree_checksum
 from rootfs_core.testing.fixtures import remove_scratch, scratch_dir
 from rootfs_core.testing.prototypes import make_tiny_prototype
 
@@ -210,7 +212,7 @@ def place(
     before = tree_checksum(proto)
     yield base, proto
     try:
-        assert mounts_below(base) == [], "mounts left in the base dir"
+        assert instance_mounts(base) == [], "mounts left in the base dir"
         assert daemons(base) == [], "fuse-overlayfs processes left"
         left = [
             i["root"] for i in rootfs(user, rootfs_command, base, "list") if i["backend"] == "fuse-overlayfs"
@@ -218,7 +220,7 @@ def place(
         assert left == [], "fuse-overlayfs instances left"
         assert tree_checksum(proto) == before, "the prototype was modified"
     finally:
-        for point in sorted(mounts_below(base), key=len, reverse=True):
+        for point in sorted(instance_mounts(base), key=len, reverse=True):
             subprocess.run(["fusermount3", "-u", "--", point], check=False)
         remove_scratch(holder)
 
@@ -253,7 +255,7 @@ def test_an_unprivileged_user_generates_writes_and_removes(
     made = rootfs(user, rootfs_command, base, "generate", proto)
     assert made["backend"] == "fuse-overlayfs"
     root = made["root"]
-    assert mounts_below(base) == [root]
+    assert instance_mounts(base) == [root]
     [daemon] = daemons(root)
     assert f"squash_to_uid={user.pw_uid}" in daemon
     script = (
@@ -265,7 +267,7 @@ def test_an_unprivileged_user_generates_writes_and_removes(
     assert proc.stdout.split() == ["deep", "written", "changed", "deep", "hostname", "hostname.link", "new"]
     removed = rootfs(user, rootfs_command, base, "remove", root)
     assert removed["removed"] == root
-    assert mounts_below(base) == [] and daemons(base) == []
+    assert instance_mounts(base) == [] and daemons(base) == []
     assert not os.path.exists(os.path.dirname(root))
     # the place fixture checks the prototype, bit for bit
 
@@ -287,6 +289,36 @@ def test_a_prototype_owned_by_root_is_writable_for_the_user(
         rootfs(user, rootfs_command, base, "remove", root)
         assert tree_checksum(proto) == before
     finally:
+        remove_scratch(holder)
+
+
+@pytest.mark.usefixtures("fuse_access")
+def test_the_protections_of_the_prototype_mount_reach_fusermount3(
+    user: pwd.struct_passwd, rootfs_command: str, place: tuple[str, str]
+) -> None:
+    """Without privilege fusermount3 mounts, and makes every mount nosuid and
+    nodev by itself, but not noexec: a prototype on a noexec mount gives a
+    noexec root only because the backend passes it on (fusermount3 accepts
+    the three words from any user)."""
+    base, _ = place
+    holder = _holder("rootless-noexec-")
+    point = os.path.join(holder, "mnt")
+    os.mkdir(point)
+    LinuxSyscalls().mount("tmpfs", point, "tmpfs", os.ST_NOSUID | os.ST_NODEV | os.ST_NOEXEC, "mode=0755")
+    try:
+        proto = make_tiny_prototype(os.path.join(point, "prototype"))
+        true = shutil.which("true")
+        assert true is not None
+        shutil.copy(true, os.path.join(proto, "usr/bin/true"))
+        root = rootfs(user, rootfs_command, base, "generate", proto)["root"]
+        try:
+            assert {"nosuid", "nodev", "noexec"} <= mount_flags(root)
+            proc = as_user(user, f"{root}/usr/bin/true")
+            assert proc.returncode == 126 and "Permission denied" in proc.stderr, proc
+        finally:
+            rootfs(user, rootfs_command, base, "remove", root)
+    finally:
+        LinuxSyscalls().umount(point, UMOUNT_NOFOLLOW)
         remove_scratch(holder)
 
 
