@@ -28,7 +28,7 @@ import stat
 from rootfs_core import mounttable
 from rootfs_core.errors import ErrorId, ImplErrorId, RootFSError
 from rootfs_core.store import untrusted
-from rootfs_core.syscalls import MS_BIND, MS_PRIVATE, Syscalls
+from rootfs_core.syscalls import MS_BIND, MS_PRIVATE, UMOUNT_NOFOLLOW, Syscalls
 
 
 def check(path: str) -> str:
@@ -68,11 +68,22 @@ def make_private(base_dir: str, syscalls: Syscalls) -> None:
     done already (one statx and one mount(2) that changes nothing)."""
     if os.geteuid() != 0:
         return  # without privilege neither call is allowed: see the docstring
+    bound = False
     try:
         if not syscalls.is_mountpoint(base_dir):
             syscalls.mount(base_dir, base_dir, "", MS_BIND, "")
+            bound = True
         syscalls.mount("", base_dir, "", MS_PRIVATE, "")
     except OSError as exc:
+        if bound:
+            try:
+                syscalls.umount(base_dir, UMOUNT_NOFOLLOW)  # not half done
+            except OSError:
+                pass
+        if exc.errno == errno.EPERM:
+            # Root without CAP_SYS_ADMIN (a container): no mount at all is
+            # allowed, and each backend's probe says so in its own words.
+            return
         if exc.errno == errno.EINVAL and mounttable.is_unbindable(base_dir):
             why = (
                 "it is on an unbindable mount, which the kernel refuses to bind (and every root is made "

@@ -451,10 +451,10 @@ class RootFS:
         """A journaled instance: taken apart if the body fails (or if not
         ``keep``), marked ready otherwise."""
         store = self._store
-        store.ensure()
         if not self._private:
             basedir.make_private(self.base_dir, self.syscalls)
             self._private = True
+        store.ensure()
         instance_id = store.new_id()
         with store.claim(instance_id) as claim:
             record = Record(instance_id, name, prototype, store.root_of(instance_id), time.time(), options)

@@ -198,9 +198,9 @@ class Store:
     """Records and markers of one base directory.
 
     The state directory is made only when something is to be stored (the
-    first generate): a command that only reads, or one that is refused,
-    writes nothing, and a directory rootfs never initialised is never taken
-    for a base directory (``initialised``).
+    first instance, or a probe's throw-away one): a command that only reads,
+    or one refused before it probes, writes nothing, and a directory rootfs
+    never initialised is never taken for a base directory (``initialised``).
     """
 
     def __init__(self, base_dir: str) -> None:
