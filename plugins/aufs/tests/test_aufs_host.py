@@ -16,10 +16,10 @@ import pytest
 from rootfs_aufs import backend
 
 from rootfs_core import ErrorId, RootFS, RootFSError
-from rootfs_core.syscalls import LinuxSyscalls
+from rootfs_core.syscalls import MS_BIND, MS_PRIVATE, LinuxSyscalls
 from rootfs_core.testing.checks import instance_mounts
 from rootfs_core.testing.faults import FakeMounts
-from rootfs_core.testing.fixtures import remove_scratch, scratch_dir
+from rootfs_core.testing.fixtures import release_base_dirs, remove_scratch, scratch_dir
 
 
 @pytest.fixture
@@ -122,6 +122,9 @@ def overlay_base(leak_guard: None) -> Iterator[str]:
         os.mkdir(base)
         yield base
     finally:
+        # The base directory's own private mount (rootfs_core.basedir) lies
+        # on the overlay: it goes first, or the overlay is busy.
+        release_base_dirs(layers["merged"])
         LinuxSyscalls().umount(layers["merged"], 0)
         remove_scratch(holder)
 
@@ -138,10 +141,17 @@ def test_a_base_directory_on_overlay_is_detected_for_real(
     assert not verdict.supported
     assert verdict.reason is not None
     assert "the base directory is on overlayfs" in verdict.reason
+    # The probe's instance made the base directory's own private mount (a
+    # bind on itself: rootfs_core.basedir), and nothing else.
+    base_set_up = [(overlay_base, overlay_base, "", MS_BIND, "")]
+    assert fake.mount_calls == base_set_up
+    assert fake.propagation_calls == [(overlay_base, MS_PRIVATE)]
     with pytest.raises(RootFSError) as caught:
         rfs.generate(prototype)
     assert caught.value.error_id is ErrorId.ErrBackendUnsupported
-    assert fake.mount_calls == []
+    assert fake.mount_calls == base_set_up
+    assert fake.propagation_calls == [(overlay_base, MS_PRIVATE)]
+    assert instance_mounts(overlay_base) == []
     assert sorted(set(os.listdir(overlay_base)) - {".rootfs"}) == []
     assert rfs.instances() == []
 

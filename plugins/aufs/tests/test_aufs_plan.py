@@ -11,7 +11,7 @@ from rootfs_aufs import backend
 
 from rootfs_core import ErrorId, RootFS, RootFSError
 from rootfs_core.hookspecs import BAND_OTHER_UNION
-from rootfs_core.syscalls import UMOUNT_NOFOLLOW
+from rootfs_core.syscalls import MS_BIND, MS_PRIVATE, UMOUNT_NOFOLLOW
 from rootfs_core.testing.checks import tree_checksum
 from rootfs_core.testing.faults import Call, FakeMounts, FaultySyscalls
 
@@ -36,6 +36,8 @@ def planned_calls(instance: str, prototype: str) -> list[Call]:
         Call("mkdir", (f"{instance}/xino", 0o700)),
         Call("chmod", (f"{instance}/xino", 0o700)),
         Call("mount", ("none", root, "aufs", 0, options(instance, prototype))),
+        # made private at once, before anything could be mounted on it
+        Call("mount", ("", root, "", MS_PRIVATE, "")),
     ]
 
 
@@ -50,6 +52,7 @@ FAILURE_IDS = [
     ErrorId.ErrCreateTempDir,  # the xino directory
     ErrorId.ErrCreateTempDir,
     ErrorId.ErrBindMountRoot,  # the aufs mount
+    ErrorId.ErrBindMountRoot,  # the aufs mount made private
 ]
 
 
@@ -138,7 +141,10 @@ def test_a_failed_step_is_rolled_back_completely(
     assert tree_checksum(prototype) == before
 
 
-PROBE_CALLS = 11  # instance, root, the core's probe prototype, rw, xino (mkdir + chmod each), mount
+# The base directory's one-time set-up (bind on itself, made private:
+# rootfs_core.basedir), instance, root, the core's probe prototype, rw, xino
+# (mkdir + chmod each), the mount, made private.
+PROBE_CALLS = 2 + 2 * 5 + 2
 
 
 @pytest.mark.parametrize("step", range(1, PROBE_CALLS + 1))
@@ -158,10 +164,15 @@ def test_a_failed_probe_step_means_unsupported_and_nothing_left(
 def test_probe_mounts_the_same_plan_in_its_throwaway_instance(base_dir: str, pretend_aufs: None) -> None:
     fake = FakeMounts()
     assert RootFS(base_dir, backend="aufs", syscalls=fake).probe("aufs").supported
-    ((source, target, fstype, flags, data),) = fake.mount_calls
+    # Before the first instance, the base directory is bound on itself
+    # (rootfs_core.basedir); then the probe's one aufs mount.
+    (base_bind, (source, target, fstype, flags, data)) = fake.mount_calls
+    assert base_bind == (base_dir, base_dir, "", MS_BIND, "")
     instance = os.path.dirname(target)
     assert (source, fstype, flags) == ("none", "aufs", 0)
     assert data == options(instance, f"{instance}/prototype")
+    # Each made private at once.
+    assert fake.propagation_calls == [(base_dir, MS_PRIVATE), (target, MS_PRIVATE)]
     assert fake.umount_calls == [target]
     assert fake.mounted == []
 

@@ -11,11 +11,16 @@ from pathlib import Path
 import pytest
 from rootfs_overlayfs import backend
 
-from rootfs_core import ErrorId, RootFS, RootFSError
+from rootfs_core import ErrorId, RootFS, RootFSError, basedir
 from rootfs_core.hookspecs import BAND_KERNEL_UNION
-from rootfs_core.syscalls import UMOUNT_NOFOLLOW, LinuxSyscalls
+from rootfs_core.syscalls import MS_PRIVATE, UMOUNT_NOFOLLOW, LinuxSyscalls
 from rootfs_core.testing.faults import FaultySyscalls
-from rootfs_core.testing.fixtures import assert_base_dir_clean, remove_scratch, scratch_dir
+from rootfs_core.testing.fixtures import (
+    assert_base_dir_clean,
+    release_base_dirs,
+    remove_scratch,
+    scratch_dir,
+)
 from rootfs_core.testing.prototypes import make_tiny_prototype
 
 
@@ -85,7 +90,8 @@ def test_prototype_overlapping_the_base_dir_is_refused(leak_guard: None) -> None
                 rfs.generate(candidate)
             assert exc.value.error_id is ErrorId.ErrPrototypeOverlapsBase
             assert rfs.instances() == []
-            assert sorted(os.listdir(base)) in ([".rootfs"], [".rootfs", "proto"])
+            # A refused generate writes nothing: no state directory either.
+            assert sorted(os.listdir(base)) == ([] if base == inner_base else ["proto"])
     finally:
         remove_scratch(holder)
 
@@ -160,6 +166,9 @@ def overlay_base(leak_guard: None) -> Iterator[str]:
         os.mkdir(os.path.join(merged, "base"))
         yield os.path.join(merged, "base")
     finally:
+        # The base directory's own private mount (rootfs_core.basedir) lies
+        # on the overlay: it goes first, or the overlay is busy.
+        release_base_dirs(merged)
         LinuxSyscalls().umount(merged, UMOUNT_NOFOLLOW)
         remove_scratch(holder)
 
@@ -177,7 +186,10 @@ def test_base_dir_on_overlay_is_unsupported_and_says_why(overlay_base: str, prot
 
 
 def _overlay_mount_call(base: str) -> int:
-    """The 1-based number of the probe's overlay mount(2) among its calls."""
+    """The 1-based number of the probe's overlay mount(2) among its calls.
+    The base directory's one-time set-up (rootfs_core.basedir) is done
+    first, so that a later RootFS makes the same calls in the same order."""
+    basedir.make_private(base, LinuxSyscalls())
     faulty = FaultySyscalls()
     assert RootFS(base, backend="overlayfs", syscalls=faulty).probe("overlayfs").supported
     [number] = [n for n, c in enumerate(faulty.calls, 1) if c.name == "mount" and c.args[2] == "overlay"]
@@ -194,8 +206,10 @@ def _overlay_mount_call(base: str) -> int:
     ],
 )
 def test_probe_explains_a_failed_mount(base_dir: str, error: int, words: list[str]) -> None:
-    faulty = FaultySyscalls(fail_on={_overlay_mount_call(base_dir)}, error=error)
+    number = _overlay_mount_call(base_dir)
+    faulty = FaultySyscalls(fail_on={number}, error=error)
     probe = RootFS(base_dir, backend="overlayfs", syscalls=faulty).probe("overlayfs")
+    assert faulty.calls[number - 1].args[2] == "overlay"  # the overlay mount failed, no other call
     assert not probe.supported and probe.reason is not None
     fs = backend.filesystem_of(base_dir)
     assert not fs.startswith("an unknown")
@@ -207,9 +221,19 @@ def test_probe_explains_a_failed_mount(base_dir: str, error: int, words: list[st
 def test_probe_fails_cleanly_at_every_step(base_dir: str) -> None:
     """A fault while building says "unsupported" and leaves nothing; a fault
     while undoing says so too and leaves what the next RootFS sweeps."""
+    # The base directory's one-time set-up (bind on itself: rootfs_core.basedir)
+    # is done first, so that every RootFS below makes the same calls.
+    basedir.make_private(base_dir, LinuxSyscalls())
     clean = FaultySyscalls()
     assert RootFS(base_dir, backend="overlayfs", syscalls=clean).probe("overlayfs").supported
-    assert [c.name for c in clean.calls].count("mount") == 1
+    # The base directory made private (as every RootFS does once), then the
+    # probe's one overlay, made private at once.
+    mounts = [c.args for c in clean.calls if c.name == "mount"]
+    assert [(target, fstype, flags == MS_PRIVATE) for _, target, fstype, flags, _ in mounts] == [
+        (base_dir, "", True),
+        (mounts[1][1], "overlay", False),
+        (mounts[1][1], "", True),
+    ]
     for number, call in enumerate(clean.calls, 1):
         faulty = FaultySyscalls(fail_on={number})
         probe = RootFS(base_dir, backend="overlayfs", syscalls=faulty).probe("overlayfs")

@@ -9,6 +9,7 @@ import os
 import pytest
 
 from rootfs_core import ErrorId, RootFS, RootFSError
+from rootfs_core.syscalls import MS_PRIVATE
 from rootfs_core.testing.checks import tree_checksum
 from rootfs_core.testing.faults import Call, FaultySyscalls, probed_rootfs
 from rootfs_core.testing.fixtures import assert_base_dir_clean
@@ -30,14 +31,30 @@ def expected_error(call: Call, root: str) -> ErrorId:
     return ErrorId.ErrCreateMountDir if target == root else ErrorId.ErrCreateTempDir
 
 
+def _kind(call: Call) -> str:
+    """A call's name, ``make-private`` for a mount(2) that only takes a
+    mount out of its peer group (MS_PRIVATE, no source, no type, no data)."""
+    if call.name == "mount" and call.args[3] == MS_PRIVATE:
+        assert call.args[0] == call.args[2] == call.args[4] == "", call
+        return "make-private"
+    return call.name
+
+
 @pytest.mark.parametrize("size", [None, "16M"])
 def test_generate_makes_exactly_its_plan(base_dir: str, prototype: str, size: str | None) -> None:
     rfs, faulty = probed(base_dir)
     root = rfs.generate(prototype, size=size)
     instance = os.path.dirname(root)
     layer = f"{instance}/layer/" if size else f"{instance}/"
-    plan = [(c.name, c.args[1] if c.name == "mount" else c.args[0]) for c in faulty.calls]
-    tmpfs = [("mkdir", f"{instance}/layer"), ("chmod", f"{instance}/layer"), ("mount", f"{instance}/layer")]
+    plan = [(_kind(c), c.args[1] if c.name == "mount" else c.args[0]) for c in faulty.calls]
+    # Every mount is made private at once, before anything is mounted on it
+    # (the base directory was set up by the probe, in the same RootFS).
+    tmpfs = [
+        ("mkdir", f"{instance}/layer"),
+        ("chmod", f"{instance}/layer"),
+        ("mount", f"{instance}/layer"),
+        ("make-private", f"{instance}/layer"),
+    ]
     assert plan == [
         ("mkdir", instance),
         ("chmod", instance),
@@ -50,6 +67,7 @@ def test_generate_makes_exactly_its_plan(base_dir: str, prototype: str, size: st
         ("mkdir", f"{layer}work"),
         ("chmod", f"{layer}work"),
         ("mount", root),
+        ("make-private", root),
     ]
     faulty.calls.clear()
     rfs.remove(root)

@@ -9,7 +9,7 @@ import stat
 
 import pytest
 
-from rootfs_core import RootFS
+from rootfs_core import ErrorId, RootFS, RootFSError
 from rootfs_core.testing.checks import instance_mounts, mounts_below
 from rootfs_core.testing.prototypes import ODD_NAME
 
@@ -146,11 +146,18 @@ def test_removal_leaves_nothing(base_dir: str, rfs: RootFS, prototype: str, size
     root = rfs.generate(prototype, size=size)
     write(f"{root}/etc/new", b"new\n")
     os.unlink(f"{root}/etc/passwd")
-    rfs.remove(root)
+    assert rfs.remove(root) is True  # everything is gone
     assert rfs.instances() == []
     assert instance_mounts(base_dir) == []
     assert os.listdir(base_dir) == [".rootfs"]
-    rfs.remove(root)  # removing again is a success that touches nothing
+    # Removing again touches nothing: the root is not there (ErrNoSuchRoot),
+    # which missing_ok turns into a success.
+    with pytest.raises(RootFSError) as info:
+        rfs.remove(root)
+    assert info.value.error_id is ErrorId.ErrNoSuchRoot
+    assert rfs.remove(root, missing_ok=True) is True
+    assert instance_mounts(base_dir) == []
+    assert os.listdir(base_dir) == [".rootfs"]
 
 
 def test_size_limit_gives_enospc(rfs: RootFS, prototype: str) -> None:

@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from rootfs_core import ErrorId, RootFS, RootFSError
-from rootfs_core.syscalls import MS_REMOUNT
+from rootfs_core import ErrorId, RootFS, RootFSError, basedir
+from rootfs_core.syscalls import MS_BIND, MS_PRIVATE, MS_REMOUNT, LinuxSyscalls
 from rootfs_core.testing.checks import tree_checksum
 from rootfs_core.testing.faults import Call, FaultySyscalls
 from rootfs_core.testing.fixtures import assert_base_dir_clean
@@ -98,18 +98,35 @@ def test_every_remove_call_can_fail_and_be_retried(quilt: RootFS, prototype: str
             rfs.remove(root)
         failed = faulty.calls[min(faulty.fail_on) - 1]
         assert info.value.error_id is _expected_remove_error(failed, instance), (n, failed, info.value)
-        assert [i.root for i in rfs.instances()] == [root], "the record must be kept"
-        RootFS(base_dir, backend="quilt").remove(root)
+        # The record is kept. A removal that failed before anything was
+        # touched (the first unmount) leaves the root ready; once one step
+        # took effect it is "removing" and never ready again.
+        state = "ready" if n == 1 else "removing"
+        assert [(i.root, i.state) for i in rfs.instances()] == [(root, state)], "the record must be kept"
+        # A later remove finishes it (sweep=False: opening a base directory
+        # would otherwise sweep the interrupted removal first, and this
+        # remove would find nothing left to do).
+        assert RootFS(base_dir, backend="quilt", sweep=False).remove(root) is True
+        assert rfs.instances() == []
         assert_base_dir_clean(base_dir)
 
 
 def test_probe_explains_missing_privilege(quilt: RootFS) -> None:
     base_dir = quilt.base_dir
+    # The base directory's one-time set-up (bind on itself, made private:
+    # rootfs_core.basedir) is done first, so that every RootFS below makes
+    # the same calls: the one make-private of the base directory, then the
+    # probe's. The probe's first mount is the one denied.
+    basedir.make_private(base_dir, LinuxSyscalls())
     clean = FaultySyscalls()
     assert RootFS(base_dir, backend="quilt", syscalls=clean).probe("quilt").supported
-    first_mount = next(i for i, c in enumerate(clean.calls, start=1) if c.name == "mount")
+    mounts = [(i, c) for i, c in enumerate(clean.calls, start=1) if c.name == "mount"]
+    assert mounts[0][1] == Call("mount", ("", base_dir, "", MS_PRIVATE, "")), mounts[0]
+    first_mount, bind = mounts[1]
+    assert bind.args[1] != base_dir and bind.args[3] == MS_BIND, bind  # the bind of the probe's root
     denied = FaultySyscalls(fail_on={first_mount}, error=errno.EPERM)
     verdict = RootFS(base_dir, backend="quilt", syscalls=denied).probe("quilt")
+    assert denied.calls[first_mount - 1].args[3] == MS_BIND  # the same call was denied
     assert not verdict.supported
     assert verdict.reason is not None and "EPERM" in verdict.reason and "CAP_SYS_ADMIN" in verdict.reason
     assert_base_dir_clean(base_dir)

@@ -80,11 +80,18 @@ def test_remove_unmounts_all_and_deletes_the_copies(quilt: RootFS, prototype: st
     root = quilt.generate(prototype)
     assert copies(root) == ["0-dev", "1-etc", "2-home", "3-proc", "4-sbin", "5-tmp", "6-var"]
     open(os.path.join(root, "var", "data"), "w").close()
-    quilt.remove(root)
+    assert quilt.remove(root) is True  # everything is gone
     assert instance_mounts(quilt.base_dir) == []
     assert not os.path.lexists(instance_dir(root))
     assert records(quilt.base_dir) == []
-    quilt.remove(root)  # a second remove is a success
+    # A second remove touches nothing: it says the root is not there, or,
+    # with missing_ok, that it is gone.
+    with pytest.raises(RootFSError) as info:
+        quilt.remove(root)
+    assert info.value.error_id is ErrorId.ErrNoSuchRoot
+    assert quilt.remove(root, missing_ok=True) is True
+    assert os.listdir(quilt.base_dir) == [".rootfs"]
+    assert instance_mounts(quilt.base_dir) == []
 
 
 def test_dirs_option_limits_the_writable_dirs(quilt: RootFS, prototype: str) -> None:
