@@ -47,7 +47,11 @@ class BuildContext:
     prototype directory), ``root`` (the directory to mount the result on,
     already created), ``instance_dir`` (the instance's own directory, where its
     writable parts go), ``options`` (validated against the backend's
-    ``BackendInfo.options``) and ``syscalls``. ``mount_options`` lists the
+    ``BackendInfo.options``) and ``syscalls``. ``layers`` lists the layers,
+    bottom first (``prototype`` is the first; a layer may hold overlay-format
+    whiteouts and opaque directories), and ``read_only`` asks for a view that
+    refuses every write; neither goes beyond what the backend's
+    ``BackendInfo`` declares. ``mount_options`` lists the
     protections of the prototype's mount (``nosuid``, ``nodev``,
     ``noexec``): ``mount`` and ``bind`` apply them by themselves, a backend
     that mounts through a program (``fuse_mount``) passes them to it.
@@ -62,7 +66,11 @@ class BuildContext:
         self.syscalls = syscalls
         self._store = store
         self._record = record
-        self.restrictions = restrictions_of(record.prototype) if record.prototype else 0
+        self.layers = list(record.layers)
+        self.read_only = record.read_only
+        self.restrictions = 0
+        for layer in self.layers:
+            self.restrictions |= restrictions_of(layer)
 
     @property
     def mount_options(self) -> list[str]:
@@ -110,18 +118,21 @@ class BuildContext:
         *,
         owner: tuple[int, int] | None = None,
         error: ErrorId = ErrorId.ErrCreateTempDir,
+        layer: bool = False,
     ) -> str:
         """Create a directory whose contents are disposable (an upper layer, a
         writable copy): removed with everything in it, but never across a
         mount. The backend may write files into it directly. An upper layer
         should take the prototype root's mode and owner: the merged root
-        shows them."""
-        return self._make_dir(self.path(relative), mode, owner, "tree", error)
+        shows them. ``layer`` says it holds what is written in the root (an
+        upper layer, not overlay's work directory): ``RootFS.usage`` counts
+        those."""
+        return self._make_dir(self.path(relative), mode, owner, "tree", error, "layer" if layer else "")
 
     def copy_dir(self, source: str, relative: str, *, error: ErrorId = ErrorId.ErrOverlayDir) -> str:
         """A faithful writable copy of directory ``source`` (device nodes
         recreated, owners, modes, times, links and xattrs kept)."""
-        target = self.scratch_dir(relative, error=error)
+        target = self.scratch_dir(relative, error=error, layer=True)
         log.info("copy %s -> %s", source, target)
         try:
             self.syscalls.copy_tree(source, target)
@@ -166,6 +177,34 @@ class BuildContext:
         except OSError as exc:
             hint = _hint(exc, source)
             raise RootFSError(error, f"cannot mount {source} on {target}{hint}", cause=exc) from exc
+        self._make_private(target, error)
+
+    def mount_fs(
+        self,
+        fstype: str,
+        options: list[tuple[str, str | None]],
+        target: str,
+        *,
+        flags: int = 0,
+        error: ErrorId | None = None,
+    ) -> None:
+        """Mount a new ``fstype`` on ``target`` (same rules as ``mount``) with
+        the new mount API: one ``fsconfig`` per ``(key, value)`` option, so
+        no one-page limit and a key may repeat (overlay's ``lowerdir+``, one
+        per layer). Where the syscalls object has no ``mount_fs`` (a caller's
+        own), falls back to mount(2) with the options joined, if they fit."""
+        new_api = getattr(self.syscalls, "mount_fs", None)
+        if new_api is None:
+            joined = ",".join(key if value is None else f"{key}={value}" for key, value in options)
+            self.mount(fstype, target, fstype, flags=flags, data=joined, error=error)
+            return
+        error = self._journal_mount("mount", target, error)
+        flags |= self.restrictions
+        log.info("mount -t %s %s (new mount API, %d options, flags %#x)", fstype, target, len(options), flags)
+        try:
+            new_api(fstype, options, target, flags)
+        except OSError as exc:
+            raise RootFSError(error, f"cannot mount {fstype} on {target}", cause=exc) from exc
         self._make_private(target, error)
 
     def _make_private(self, target: str, error: ErrorId) -> None:
@@ -244,8 +283,10 @@ class BuildContext:
             return error
         return ErrorId.ErrBindMountRoot if is_root else ErrorId.ErrBindMountSubdir
 
-    def _make_dir(self, path: str, mode: int, owner: tuple[int, int] | None, op: str, error: ErrorId) -> str:
-        step = Step(op, path, ErrorId.ErrRemoveMountDir.name)
+    def _make_dir(
+        self, path: str, mode: int, owner: tuple[int, int] | None, op: str, error: ErrorId, detail: str = ""
+    ) -> str:
+        step = Step(op, path, ErrorId.ErrRemoveMountDir.name, detail)
         self._journal(step)
         log.info("mkdir %s", path)
         try:

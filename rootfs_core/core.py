@@ -33,6 +33,7 @@ from rootfs_core.registry import Registry
 from rootfs_core.selection import ProbeCache, forced_backend
 from rootfs_core.store import Claim, Record, Step, Store, is_instance_id
 from rootfs_core.syscalls import LinuxSyscalls, Syscalls
+from rootfs_core.usage import Usage, measure
 
 log = logging.getLogger("rootfs")
 
@@ -52,6 +53,8 @@ class Instance:
     state: str
     created: float
     options: dict[str, str]
+    layers: list[str] = dataclasses.field(default_factory=list)  # bottom first
+    read_only: bool = False
 
 
 @dataclasses.dataclass
@@ -119,11 +122,20 @@ class RootFS:
             self._sweep_quietly()
 
     # ------------------------------------------------------------ public API
-    def generate(self, prototype: str | os.PathLike[str], **options: object) -> str:
-        """Make a new writable root showing ``prototype``; return its path."""
-        proto = self._check_prototype(os.fspath(prototype))
-        name = self.selected_backend()
-        return self._build(name, proto, self._check_options(name, options))
+    def generate(
+        self, prototype: str | os.PathLike[str], *layers: str | os.PathLike[str], **options: object
+    ) -> str:
+        """Make a new root showing ``prototype``, with any further ``layers``
+        over it (bottom first, as in an image's layer list; a layer may hold
+        overlay-format whiteouts and opaque directories); writable unless
+        ``read_only=True`` (the one option of the core's own; the others are
+        the backend's). Return its path. Without a forced backend, the
+        highest-priority supported backend that can serve the request is
+        used; a forced one that cannot is refused before anything is made."""
+        read_only = bool(options.pop("read_only", False))
+        stack = [self._check_prototype(os.fspath(layer)) for layer in (prototype, *layers)]
+        name = self.selected_backend(layers=len(stack), read_only=read_only)
+        return self._build(name, stack, read_only, self._check_options(name, options))
 
     def remove(self, root_or_id: str | os.PathLike[str], *, missing_ok: bool = False) -> bool:
         """Remove a root this base directory generated (by path or id).
@@ -190,9 +202,11 @@ class RootFS:
         return os.path.lexists(self._store.record_path(instance_id)) or self._store.is_incomplete(instance_id)
 
     @contextlib.contextmanager
-    def generated(self, prototype: str | os.PathLike[str], **options: object) -> Iterator[str]:
+    def generated(
+        self, prototype: str | os.PathLike[str], *layers: str | os.PathLike[str], **options: object
+    ) -> Iterator[str]:
         """``with rfs.generated(prototype) as root:`` removes the root on exit."""
-        root = self.generate(prototype, **options)
+        root = self.generate(prototype, *layers, **options)
         try:
             yield root
         finally:
@@ -237,7 +251,26 @@ class RootFS:
             state,
             record.created,
             dict(record.options),
+            list(record.layers),
+            record.read_only,
         )
+
+    def usage(self, root_or_id: str | os.PathLike[str]) -> Usage:
+        """Bytes (allocated) and inodes of the instance's writable layer:
+        what was written in the root (a fresh quilt root's are its writable
+        copies). An instance whose record names no layer directory (one made
+        before they were marked) counts its disposable directories but
+        overlay's work directory."""
+        text = os.fspath(root_or_id)
+        record = self._store.read(self._instance_id(text))
+        if record is None:
+            raise RootFSError(ErrorId.ErrNoSuchRoot, f"no instance {text!r} in {self.base_dir}")
+        trees = [step for step in record.steps if step.op == "tree"]
+        layers = [step.path for step in trees if step.detail == "layer"] or [
+            step.path for step in trees if os.path.basename(step.path) != "work"
+        ]
+        size, inodes = measure(layers)
+        return Usage(record.id, size, inodes)
 
     def gc(self, *, dry_run: bool = False) -> GcReport:
         """Clean up after crashes; with ``dry_run`` only say what would go.
@@ -376,11 +409,17 @@ class RootFS:
                 )
         return statuses
 
-    def selected_backend(self) -> str:
-        """The backend generate will use, after probing it."""
+    def selected_backend(self, *, layers: int = 1, read_only: bool = False) -> str:
+        """The backend generate will use for a root of ``layers`` layers
+        (read-only if asked), after probing it."""
         registry = self._get_registry()
         if self._forced:
-            registry.get(self._forced)
+            info = registry.get(self._forced).info
+            why = info.cannot_serve(layers, read_only) if info else None
+            if why:
+                raise RootFSError(
+                    ErrorId.ErrUnsupportedRequest, f"backend {self._forced!r} cannot make this root: {why}"
+                )
             probe = self.probe(self._forced)
             if not probe.supported:
                 raise RootFSError(
@@ -390,6 +429,10 @@ class RootFS:
             return self._forced
         rejected = []
         for backend in registry.by_priority():
+            why = backend.info.cannot_serve(layers, read_only) if backend.info else None
+            if why:
+                rejected.append(f"{backend.name}: {why}")
+                continue
             probe = self.probe(backend.name)
             if probe.supported:
                 return backend.name
@@ -415,8 +458,8 @@ class RootFS:
         return verdict
 
     # ---------------------------------------------------------- the lifecycle
-    def _build(self, name: str, prototype: str, options: dict[str, str]) -> str:
-        with self._instance(name, prototype, options, keep=True) as ctx:
+    def _build(self, name: str, layers: list[str], read_only: bool, options: dict[str, str]) -> str:
+        with self._instance(name, layers, options, keep=True, read_only=read_only) as ctx:
             started = time.monotonic()
             self._get_registry().call(name, "rootfs_generate", ctx=ctx)
             if not self.syscalls.is_mountpoint(ctx.root):
@@ -430,13 +473,14 @@ class RootFS:
         """Run the backend's probe in a throw-away instance with a tiny
         prototype of its own; everything it did is undone afterwards."""
         try:
-            with self._instance(name, "", {}, keep=False) as ctx:
+            with self._instance(name, [], {}, keep=False) as ctx:
                 proto = ctx.scratch_dir("prototype")
                 for relative, content in PROBE_PROTOTYPE.items():
                     os.makedirs(os.path.dirname(os.path.join(proto, relative)), exist_ok=True)
                     with open(os.path.join(proto, relative), "wb") as fh:
                         fh.write(content)
                 ctx.prototype = proto
+                ctx.layers = [proto]
                 verdict = self._get_registry().call(name, "rootfs_probe", ctx=ctx)
         except RootFSError as exc:
             return Probe.no(str(exc))
@@ -446,7 +490,7 @@ class RootFS:
 
     @contextlib.contextmanager
     def _instance(
-        self, name: str, prototype: str, options: dict[str, str], *, keep: bool
+        self, name: str, layers: list[str], options: dict[str, str], *, keep: bool, read_only: bool = False
     ) -> Iterator[BuildContext]:
         """A journaled instance: taken apart if the body fails (or if not
         ``keep``), marked ready otherwise."""
@@ -457,7 +501,17 @@ class RootFS:
         store.ensure()
         instance_id = store.new_id()
         with store.claim(instance_id) as claim:
-            record = Record(instance_id, name, prototype, store.root_of(instance_id), time.time(), options)
+            prototype = layers[0] if layers else ""
+            record = Record(
+                instance_id,
+                name,
+                prototype,
+                store.root_of(instance_id),
+                time.time(),
+                options,
+                layers=list(layers),
+                read_only=read_only,
+            )
             try:
                 store.create(record)
                 ctx = BuildContext(record, self.syscalls, store)

@@ -43,6 +43,7 @@ class ErrorId(enum.Enum):
     ErrConfig = enum.auto()  # the configuration file is unreadable or invalid
     ErrNotBaseDir = enum.auto()  # the directory is not a base directory rootfs initialised
     ErrNoSuchRoot = enum.auto()  # no instance has that id or root (never made, or removed)
+    ErrUnsupportedRequest = enum.auto()  # the backend cannot serve it (layers, read-only)
 
 
 class ImplErrorId(enum.Enum):

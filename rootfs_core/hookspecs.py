@@ -46,11 +46,27 @@ class BackendInfo:
 
     ``options`` maps each option name the backend accepts (``rootfs generate
     -o NAME=VALUE``) to a one-line help text; the core refuses any other.
+    ``max_layers`` is how many layers it can stack (``ctx.layers``, bottom
+    first; 1: only a single prototype) and ``read_only`` whether it can make
+    a read-only view (``ctx.read_only``). The core refuses a request the
+    backend cannot serve before anything is made, and selection passes over
+    a backend that cannot serve it.
     """
 
     priority: int
     summary: str
     options: dict[str, str] = dataclasses.field(default_factory=dict)
+    max_layers: int = 1
+    read_only: bool = False
+
+    def cannot_serve(self, layers: int, read_only: bool) -> str | None:
+        """Why this backend cannot make such a root, or None if it can."""
+        if layers > self.max_layers:
+            most = "one layer" if self.max_layers == 1 else f"at most {self.max_layers} layers"
+            return f"it stacks {most}, not {layers}"
+        if read_only and not self.read_only:
+            return "it makes no read-only views"
+        return None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -76,6 +76,14 @@ class Record:
     # Set once the first step of a removal took effect: from then on the
     # instance is never ``ready`` again, whatever later attempts do.
     removing: bool = False
+    # The layers, bottom first (``prototype`` is the first); a record
+    # written before layers existed has the prototype alone.
+    layers: list[str] = dataclasses.field(default_factory=list)
+    read_only: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.layers and self.prototype:
+            self.layers = [self.prototype]
 
     def header(self) -> dict[str, Any]:
         """The record without its steps: the first line of its file."""
@@ -86,6 +94,8 @@ class Record:
             "root": self.root,
             "created": self.created,
             "options": self.options,
+            "layers": self.layers,
+            "read_only": self.read_only,
         }
 
 
@@ -127,8 +137,20 @@ def _parse(lines: list[str], instance_id: str, instance_dir: str) -> Record:
         raise ValueError(f"the header names instance {header['id']!r}, the file {instance_id!r}")
     if header["root"] != os.path.join(instance_dir, ROOT_NAME):
         raise ValueError(f"the header's root {header['root']!r} is not this instance's")
+    layers = header.get("layers", [])
+    if not isinstance(layers, list) or not all(isinstance(layer, str) for layer in layers):
+        raise ValueError("header field 'layers' is not a list of strings")
+    if not isinstance(header.get("read_only", False), bool):
+        raise ValueError("header field 'read_only' is not a boolean")
     record = Record(
-        header["id"], header["backend"], header["prototype"], header["root"], header["created"], options
+        header["id"],
+        header["backend"],
+        header["prototype"],
+        header["root"],
+        header["created"],
+        options,
+        layers=list(layers),
+        read_only=header.get("read_only", False),
     )
     for number, line in enumerate(lines[1:], 2):
         if not line:

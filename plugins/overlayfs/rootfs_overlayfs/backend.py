@@ -20,6 +20,7 @@ from rootfs_core.hookspecs import PROBE_PROTOTYPE, BackendInfo, Probe, hookimpl
 from rootfs_core.mounttable import filesystem_of as filesystem_of_path
 
 PRIORITY = 350  # middle of the kernel-union band: preferred wherever it works
+MAX_LAYERS = 500  # the kernel's own limit on lower layers (OVL_MAX_STACK)
 # Pinned rather than left to the overlay module's parameters, so that a root
 # behaves the same on every host (see README.md for each choice):
 # redirect_dir=on  rename(2) of a prototype directory works instead of EXDEV;
@@ -38,6 +39,8 @@ def rootfs_backend_info() -> BackendInfo:
         PRIORITY,
         "kernel overlay filesystem: the prototype as lower layer under a per-instance upper",
         {"size": "maximum size of the writable layer (64M, 1G, bytes): upper and work on a tmpfs that size"},
+        max_layers=MAX_LAYERS,
+        read_only=True,
     )
 
 
@@ -45,7 +48,12 @@ def rootfs_backend_info() -> BackendInfo:
 def rootfs_generate(ctx: BuildContext) -> None:
     """Validate ``size`` first, so a bad value fails before anything is mounted."""
     size = ctx.options.get("size")
-    mount_overlay(ctx, ctx.prototype, None if size is None else parse_size(size))
+    if ctx.read_only and size is not None:
+        ctx.fail(ErrorId.ErrBadOption, "size= limits a writable layer, and a read-only view has none")
+    if ctx.read_only:
+        mount_view(ctx)
+    else:
+        mount_overlay(ctx, ctx.layers, None if size is None else parse_size(size))
 
 
 @hookimpl
@@ -53,7 +61,7 @@ def rootfs_probe(ctx: BuildContext) -> Probe:
     """Mount exactly what generate mounts, over the core's probe prototype,
     then delete (a whiteout), write and rename a lower directory through it."""
     try:
-        mount_overlay(ctx, ctx.prototype, None)
+        mount_overlay(ctx, [ctx.prototype], None)
     except RootFSError as exc:
         return Probe.no(explain(exc, ctx.instance_dir))
     return check_semantics(ctx.root, ctx.prototype)
@@ -83,11 +91,11 @@ def escape(path: str) -> str:
     return path.replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
 
 
-def mount_overlay(ctx: BuildContext, lower: str, size: int | None) -> None:
-    """The whole mount plan, shared by generate and the probe."""
+def mount_overlay(ctx: BuildContext, layers: list[str], size: int | None) -> None:
+    """The whole mount plan of a writable root, shared by generate and the
+    probe: ``layers`` (bottom first) under a per-instance upper."""
     layer = "layer/" if size is not None else ""
     upper, work = ctx.path(layer + "upper"), ctx.path(layer + "work")
-    data = f"lowerdir={escape(lower)},upperdir={escape(upper)},workdir={escape(work)},{FEATURES}"
     if size is not None:
         ctx.mkdir("layer", 0o700)
         ctx.mount(
@@ -98,10 +106,40 @@ def mount_overlay(ctx: BuildContext, lower: str, size: int | None) -> None:
             error=ErrorId.ErrCreateTempDir,
         )
     # The merged root directory takes its mode and owner from the upper directory.
-    top = os.stat(lower)
-    ctx.scratch_dir(layer + "upper", stat.S_IMODE(top.st_mode), owner=(top.st_uid, top.st_gid))
+    top = os.stat(layers[-1])
+    ctx.scratch_dir(layer + "upper", stat.S_IMODE(top.st_mode), owner=(top.st_uid, top.st_gid), layer=True)
     ctx.scratch_dir(layer + "work", 0o700)
-    ctx.mount("rootfs-overlayfs", ctx.root, "overlay", data=data)
+    mount_layers(ctx, layers, [("upperdir", upper), ("workdir", work)])
+
+
+def mount_view(ctx: BuildContext) -> None:
+    """A read-only view: the layers alone, no upper. Overlay wants two lower
+    layers at least without one, so a single layer gets an empty one below."""
+    layers = ctx.layers
+    if len(layers) == 1:
+        layers = [ctx.scratch_dir("empty", 0o755), *layers]
+    mount_layers(ctx, layers, [])
+
+
+def mount_layers(ctx: BuildContext, layers: list[str], dirs: list[tuple[str, str]]) -> None:
+    """Mount the overlay of ``layers`` (bottom first; overlay lists them top
+    first) with ``dirs`` (upper and work, if any) on the root. A stack whose
+    options fit mount(2)'s one page is mounted exactly as a single layer
+    always was; a deeper one (hundreds of layers at realistic path lengths)
+    goes through the new mount API, one ``lowerdir+`` per layer."""
+    lowers = list(reversed(layers))
+    data = ",".join(
+        [f"lowerdir={':'.join(escape(path) for path in lowers)}"]
+        + [f"{key}={escape(path)}" for key, path in dirs]
+        + [FEATURES]
+    )
+    if len(os.fsencode(data)) < os.sysconf("SC_PAGE_SIZE"):
+        ctx.mount("rootfs-overlayfs", ctx.root, "overlay", data=data)
+        return
+    options: list[tuple[str, str | None]] = [("source", "rootfs-overlayfs")]
+    options += [("lowerdir+", path) for path in lowers] + [(key, path) for key, path in dirs]
+    options += [(key, value) for key, _, value in (f.partition("=") for f in FEATURES.split(","))]
+    ctx.mount_fs("overlay", options, ctx.root)
 
 
 def check_semantics(root: str, lower: str) -> Probe:
