@@ -32,7 +32,7 @@ from rootfs_core.hookspecs import PROBE_PROTOTYPE, Probe
 from rootfs_core.registry import Registry
 from rootfs_core.selection import ProbeCache, forced_backend
 from rootfs_core.store import Claim, Record, Step, Store, is_instance_id
-from rootfs_core.syscalls import LinuxSyscalls, Syscalls
+from rootfs_core.syscalls import LinuxSyscalls, ProgressCallback, Syscalls
 from rootfs_core.usage import Usage, measure
 
 log = logging.getLogger("rootfs")
@@ -90,7 +90,11 @@ class RootFS:
     replaces the kernel calls (for tests). ``registry`` replaces entry-point
     discovery (for tests that bring their own backends). ``sweep=False``
     skips taking apart crashed instances on opening (``gc --dry-run`` must
-    not change anything).
+    not change anything). ``progress`` is called with a
+    ``rootfs_core.syscalls.CopyProgress`` while a long copy runs (the quilt's
+    writable directories, say), so a caller can display it; rootfs itself
+    never writes to the terminal. With ``syscalls=``, give it to your own
+    ``LinuxSyscalls(progress=...)`` instead.
     """
 
     def __init__(
@@ -101,9 +105,10 @@ class RootFS:
         syscalls: Syscalls | None = None,
         registry: Registry | None = None,
         sweep: bool = True,
+        progress: ProgressCallback | None = None,
     ) -> None:
         if syscalls is None:
-            syscalls = LinuxSyscalls()
+            syscalls = LinuxSyscalls(progress=progress)
         elif not isinstance(syscalls, Syscalls):
             raise RootFSError(
                 ImplErrorId.ErrNilSyscallFS, f"{syscalls!r} does not implement rootfs_core.syscalls.Syscalls"
@@ -120,6 +125,10 @@ class RootFS:
         self._locations: dict[str, tuple[int, tuple[str, str]]] = {}
         if sweep and self._store.initialised:
             self._sweep_quietly()
+
+    def __repr__(self) -> str:
+        forced = f", backend={self._forced!r}" if self._forced else ""
+        return f"RootFS({self.base_dir!r}{forced})"
 
     # ------------------------------------------------------------ public API
     def generate(
@@ -265,6 +274,8 @@ class RootFS:
         record = self._store.read(self._instance_id(text))
         if record is None:
             raise RootFSError(ErrorId.ErrNoSuchRoot, f"no instance {text!r} in {self.base_dir}")
+        if record.read_only:
+            return Usage(record.id, 0, 0)  # a view has no writable layer
         trees = [step for step in record.steps if step.op == "tree"]
         layers = [step.path for step in trees if step.detail == "layer"] or [
             step.path for step in trees if os.path.basename(step.path) != "work"

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import errno
 import os
-import sys
+import stat
 import threading
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -164,7 +167,8 @@ def mount_info(path: str | None = None, fd: int | None = None) -> tuple[int, boo
 # numbers are the same on every architecture.
 _NR_MOVE_MOUNT, _NR_FSOPEN, _NR_FSCONFIG, _NR_FSMOUNT = 429, 430, 431, 432
 _FSOPEN_CLOEXEC = 1
-_FSCONFIG_SET_FLAG, _FSCONFIG_SET_STRING, _FSCONFIG_CMD_CREATE = 0, 1, 6
+_FSCONFIG_SET_FLAG, _FSCONFIG_SET_STRING, _FSCONFIG_SET_FD, _FSCONFIG_CMD_CREATE = 0, 1, 5, 6
+_FSCONFIG_STRING_MAX = 255  # the kernel copies at most 256 bytes of a value, its NUL included
 _FSMOUNT_CLOEXEC = 1
 _MOVE_MOUNT_F_EMPTY_PATH = 4
 # fsmount(2)'s MOUNT_ATTR_RDONLY, _NOSUID, _NODEV and _NOEXEC have the values
@@ -185,10 +189,18 @@ def new_mount(fstype: str, options: list[tuple[str, str | None]], target: str, f
         for key, value in options:
             if value is None:
                 res = lib.syscall(_NR_FSCONFIG, fs_fd, _FSCONFIG_SET_FLAG, key.encode(), None, 0)
-            else:
+            elif len(os.fsencode(value)) <= _FSCONFIG_STRING_MAX:
                 res = lib.syscall(
                     _NR_FSCONFIG, fs_fd, _FSCONFIG_SET_STRING, key.encode(), os.fsencode(value), 0
                 )
+            else:
+                # A longer path goes as an open directory (overlay takes its
+                # layers so since Linux 6.13).
+                dir_fd = os.open(value, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    res = lib.syscall(_NR_FSCONFIG, fs_fd, _FSCONFIG_SET_FD, key.encode(), None, dir_fd)
+                finally:
+                    os.close(dir_fd)
             _check(0 if res == 0 else -1, f"fsconfig {key}", target)
         _check(
             0 if lib.syscall(_NR_FSCONFIG, fs_fd, _FSCONFIG_CMD_CREATE, None, None, 0) == 0 else -1,
@@ -218,7 +230,18 @@ def mount_id_of(path: str) -> int:
 
 
 class LinuxSyscalls:
-    """The real thing."""
+    """The real thing.
+
+    ``progress``, if given, is called with a ``CopyProgress`` while a
+    ``copy_tree`` runs longer than a second, then once more at its end. Nothing
+    is ever written to the terminal: displaying it is the caller's business
+    (the ``rootfs`` command draws it when its stderr is a terminal).
+    """
+
+    progress: ProgressCallback | None = None
+
+    def __init__(self, progress: ProgressCallback | None = None) -> None:
+        self.progress = progress
 
     def mkdir(self, path: str, mode: int) -> None:
         os.mkdir(path, mode)
@@ -350,9 +373,14 @@ class LinuxSyscalls:
             stderr=subprocess.PIPE,
             pass_fds=sorted(set(_inherited_fds())),
         )
-        if sys.stderr.isatty():
-            _show_progress(proc, source, target)
-        _, err = proc.communicate()
+        try:
+            err = _wait_for_copy(proc, source, target, self.progress)
+        except BaseException:
+            # Interrupted (or the progress callback failed): cp must not go on
+            # writing into a target that is about to be deleted.
+            proc.kill()
+            proc.wait()
+            raise
         if proc.returncode != 0:
             message = err.decode(errors="replace").strip()
             code = errno.ENOSPC if "No space left" in message else errno.EIO
@@ -567,33 +595,93 @@ def _dying_with_parent(argv: list[str]) -> list[str]:
     return [_setpriv, "--pdeathsig", "KILL", "--", *argv]
 
 
-def _show_progress(proc: subprocess.Popen[bytes], source: str, target: str) -> None:
-    """For a person watching a long copy: bytes copied so far, on one line.
+@dataclasses.dataclass(frozen=True)
+class CopyProgress:
+    """One sample of a long copy (``copy_tree``), for whoever displays it.
 
-    Silent for copies that finish within a second. The amount copied is read
-    from the target filesystem's free space, which costs nothing per file
-    (and is only approximate when something else writes there too).
+    ``copied`` counts the bytes of the regular files in the target tree so
+    far (each hardlinked file once, as ``cp -a`` copies it once), ``total``
+    those of the source tree, counted the same way on the source's own
+    filesystem (``cp -x`` stays on it too); ``copied`` never exceeds
+    ``total``, whatever else writes on the disk. ``done`` marks the last
+    report of a copy that ran to its end (successfully or not); a copy that
+    was interrupted sends none.
     """
+
+    source: str
+    target: str
+    copied: int
+    total: int
+    done: bool = False
+
+
+# Called with each sample; what it raises stops the copy (cp is killed).
+ProgressCallback = Callable[[CopyProgress], None]
+
+# A copy reports nothing during its first second (most copies are over by
+# then), then samples the target tree at most every half second, and less
+# often when one count of it takes longer (at most a fifth of the time is
+# spent counting).
+_PROGRESS_AFTER = 1.0
+_PROGRESS_EVERY = 0.5
+
+
+def _wait_for_copy(
+    proc: subprocess.Popen[bytes], source: str, target: str, progress: ProgressCallback | None
+) -> bytes:
+    """Wait for the ``cp`` of ``copy_tree`` and return its stderr, reporting
+    progress to ``progress`` (if any) while it runs longer than a second."""
     import subprocess
 
+    if progress is None:
+        return proc.communicate()[1]
     try:
-        proc.wait(timeout=1.0)
-        return
+        return proc.communicate(timeout=_PROGRESS_AFTER)[1]
     except subprocess.TimeoutExpired:
         pass
-    total = sum(os.lstat(os.path.join(d, f)).st_size for d, _, files in os.walk(source) for f in files)
-    st = os.statvfs(target)
-    free_before = st.f_bavail * st.f_frsize
-    name = os.path.basename(source.rstrip("/")) or source
+    device = os.lstat(source).st_dev
+    total = tree_bytes(source, device)
+    copied = 0
     while True:
+        started = time.monotonic()
+        copied = min(total, tree_bytes(target, os.lstat(target).st_dev))
+        pause = max(_PROGRESS_EVERY, 4 * (time.monotonic() - started))
+        progress(CopyProgress(source, target, copied, total))
         try:
-            proc.wait(timeout=0.5)
+            # communicate (not wait) keeps draining cp's stderr, so a cp with
+            # much to say never blocks on a full pipe meanwhile.
+            err = proc.communicate(timeout=pause)[1]
             break
         except subprocess.TimeoutExpired:
-            st = os.statvfs(target)
-            done = max(0, free_before - st.f_bavail * st.f_frsize)
-            percent = min(100, done * 100 // total) if total else 100
-            sys.stderr.write(f"\rrootfs: copying {name}: {done >> 20} of {total >> 20} MiB ({percent}%)")
-            sys.stderr.flush()
-    sys.stderr.write("\r\033[K")
-    sys.stderr.flush()
+            continue
+    progress(CopyProgress(source, target, total if proc.returncode == 0 else copied, total, done=True))
+    return err
+
+
+def tree_bytes(top: str, device: int) -> int:
+    """The bytes of the regular files below ``top`` on filesystem ``device``
+    (each inode once). Entries that vanish or cannot be read meanwhile are
+    skipped: this is a progress count, not an inventory."""
+    seen: set[int] = set()
+    size = 0
+    pending = [top]
+    while pending:
+        try:
+            entries = os.scandir(pending.pop())
+        except OSError:
+            continue
+        with entries:
+            for entry in entries:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if st.st_dev != device:
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    pending.append(entry.path)
+                elif stat.S_ISREG(st.st_mode) and (st.st_nlink == 1 or st.st_ino not in seen):
+                    if st.st_nlink > 1:
+                        seen.add(st.st_ino)
+                    size += st.st_size
+    return size

@@ -22,7 +22,16 @@ Capability flags (class attributes):
   root are skipped, every lifecycle and fault-injection check still runs.
 - ``writable``: directories of the root that must be writable (default
   ``etc`` and ``tmp``, which every in-tree backend makes writable).
-- ``options``: options passed to every generate.
+- ``options``: options passed to every generate of a writable root (a
+  read-only view is generated without them: options such as ``size`` shape
+  a writable layer, which a view has none of).
+
+The layered cases (a stack with whiteouts and an opaque directory, a
+read-only view, a failure at every step of a layered generate) run when the
+backend's ``BackendInfo`` declares ``max_layers`` of 2 or more (and
+``read_only`` for the view); every backend is checked to refuse, before
+anything is made, a request beyond what it declares. Layers are built with
+``make_layer``, in the overlay format (as root: a whiteout is a device node).
 
 With ``real_mounts`` and a probe that says "not supported", the tests skip
 with the probe's reason: a skip, never a pass. The fixtures ``base_dir`` and
@@ -35,10 +44,13 @@ backend without writing any code.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import shutil
+import stat
 import subprocess
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import ClassVar
 
 import pytest
@@ -49,7 +61,7 @@ from rootfs_core.errors import ErrorId, RootFSError
 from rootfs_core.hookspecs import Probe
 from rootfs_core.registry import Registry
 from rootfs_core.syscalls import LinuxSyscalls, Syscalls
-from rootfs_core.testing.checks import instance_mounts
+from rootfs_core.testing.checks import instance_mounts, mounts_below, tree_checksum
 from rootfs_core.testing.faults import Call, FakeMounts, FaultySyscalls
 from rootfs_core.testing.prototypes import ODD_NAME
 
@@ -59,6 +71,99 @@ BANDS = (
     hookspecs.BAND_COPY,
     hookspecs.BAND_LAST_RESORT,
 )
+OPAQUE_XATTR = "trusted.overlay.opaque"
+
+
+@dataclasses.dataclass(frozen=True)
+class Layer:
+    """What ``make_layer`` puts in a layer: ``files`` (relative path to
+    content; parent directories are made), ``whiteouts`` (names that hide
+    what lies below: 0/0 character devices) and ``opaque`` directories
+    (``trusted.overlay.opaque=y``: nothing below shows through)."""
+
+    files: Mapping[str, bytes] = dataclasses.field(default_factory=dict)
+    whiteouts: Sequence[str] = ()
+    opaque: Sequence[str] = ()
+
+
+def make_layer(path: str, layer: Layer) -> str:
+    """Build ``layer`` at ``path`` (created) in the overlay format; as root
+    only (a whiteout is a device node, the opaque mark a ``trusted.*``
+    attribute). Returns ``path``."""
+    os.makedirs(path, exist_ok=True)
+    for relative in layer.opaque:
+        os.makedirs(os.path.join(path, relative), exist_ok=True)
+        os.setxattr(os.path.join(path, relative), OPAQUE_XATTR, b"y")
+    for relative, content in layer.files.items():
+        os.makedirs(os.path.dirname(os.path.join(path, relative)), exist_ok=True)
+        with open(os.path.join(path, relative), "wb") as fh:
+            fh.write(content)
+    for relative in layer.whiteouts:
+        os.makedirs(os.path.dirname(os.path.join(path, relative)), exist_ok=True)
+        os.mknod(os.path.join(path, relative), stat.S_IFCHR, os.makedev(0, 0))
+    return path
+
+
+# Two layers over ``make_tiny_prototype``, bottom first. The middle one
+# replaces a file, deletes a file and a whole directory, and makes a
+# directory opaque; the top one deletes a file of the middle and of the
+# bottom, and re-creates the directory the middle deleted.
+MIDDLE = Layer(
+    files={
+        "etc/hostname": b"middle\n",
+        "etc/middle": b"middle\n",
+        "etc/deep/from-middle": b"middle\n",
+        "home/only-middle": b"middle\n",
+    },
+    whiteouts=("etc/passwd", "var"),
+    opaque=("etc/deep",),
+)
+TOP = Layer(
+    files={
+        "etc/hostname": b"top\n",
+        "etc/top": b"top\n",
+        "etc/deep/from-top": b"top\n",
+        "var/fresh": b"fresh\n",
+    },
+    whiteouts=("home/only-middle", "usr/bin/tool"),
+)
+
+
+def check_stack(root: str, depth: int) -> None:
+    """``root`` shows ``make_tiny_prototype`` under ``MIDDLE`` (``depth``
+    2) or under ``MIDDLE`` and ``TOP`` (``depth`` 3), file by file."""
+
+    def read(relative: str) -> bytes:
+        with open(os.path.join(root, relative), "rb") as fh:
+            return fh.read()
+
+    def names(relative: str) -> list[str]:
+        return sorted(os.listdir(os.path.join(root, relative)))
+
+    assert read("etc/hostname.link") == b"prototype\n"  # the bottom shows through
+    assert read("home/readme") == b"hello\n"
+    assert os.readlink(os.path.join(root, "bin")) == "usr/bin"
+    assert read("etc/middle") == b"middle\n"
+    assert not os.path.lexists(os.path.join(root, "etc/passwd"))  # a whiteout in the middle
+    if depth == 2:
+        assert read("etc/hostname") == b"middle\n"
+        assert names("etc") == ["deep", "hostname", "hostname.link", "middle"]
+        assert names("etc/deep") == ["from-middle"]  # opaque: the bottom's er is hidden
+        assert not os.path.lexists(os.path.join(root, "var"))  # a directory deleted whole
+        assert read("home/only-middle") == b"middle\n"
+        assert names("usr/bin") == ["tool"]
+    else:
+        assert read("etc/hostname") == b"top\n"
+        assert read("etc/top") == b"top\n"
+        assert names("etc") == ["deep", "hostname", "hostname.link", "middle", "top"]
+        assert names("etc/deep") == ["from-middle", "from-top"]
+        assert names("var") == ["fresh"]  # re-created above its whiteout: nothing from below
+        assert not os.path.lexists(os.path.join(root, "home/only-middle"))
+        assert names("usr/bin") == []
+    for relative in ("etc", "etc/deep", "home", "usr/bin"):
+        for name in names(relative):
+            st = os.lstat(os.path.join(root, relative, name))
+            assert not (stat.S_ISCHR(st.st_mode) and st.st_rdev == 0), f"a whiteout shows: {relative}/{name}"
 
 
 class BackendConformance:
@@ -100,6 +205,36 @@ class BackendConformance:
     def _need_real_mounts(self) -> None:
         if not self.real_mounts:
             pytest.skip("reads files through the root: needs real mounts")
+
+    def _info(self) -> hookspecs.BackendInfo:
+        info = Registry.discover().get(self.backend).info
+        assert info is not None
+        return info
+
+    def _need_layers(self, *, read_only: bool = False, whiteouts: bool = True) -> int:
+        """How many layers the stack cases use (3, or 2 if that is all the
+        backend declares); skips where it declares no stacks (or no views)."""
+        info = self._info()
+        if info.max_layers < 2:
+            pytest.skip(f"{self.backend} declares max_layers={info.max_layers}: no stacks")
+        if read_only and not info.read_only:
+            pytest.skip(f"{self.backend} declares no read-only views")
+        if whiteouts and os.geteuid() != 0:
+            pytest.skip("overlay-format whiteouts and opaque directories are made as root")
+        return min(3, info.max_layers)
+
+    @pytest.fixture
+    def layer_dir(self) -> Iterator[str]:
+        """An empty directory to build layers in, deleted afterwards (never
+        through a mount)."""
+        # Imported here: the fixtures module asks pytest to rewrite this one's
+        # asserts, which it can only do if it is loaded first.
+        from rootfs_core.testing.fixtures import remove_scratch, scratch_dir
+
+        holder = scratch_dir("layers-")
+        yield holder
+        assert mounts_below(holder) == [], f"mounts left below {holder}"
+        remove_scratch(holder)
 
     # ---------------------------------------------------------- describing itself
     def test_describes_itself_within_a_band(self) -> None:
@@ -165,6 +300,122 @@ class BackendConformance:
         finally:
             rfs.remove(first)
             rfs.remove(second)
+
+    # ---------------------------------------------------------- layers
+    def test_what_it_cannot_serve_is_refused_before_anything_is_made(
+        self, base_dir: str, prototype: str
+    ) -> None:
+        """More layers than ``max_layers``, or a read-only view it does not
+        declare: ``ErrUnsupportedRequest``, and no record, directory or mount.
+        The refusal comes before the probe: it runs where the backend does not."""
+        rfs = RootFS(base_dir, backend=self.backend, syscalls=self.make_syscalls())
+        info = self._info()
+        requests: list[tuple[int, bool]] = [(info.max_layers + 1, False)] if info.max_layers < 10_000 else []
+        if not info.read_only:
+            requests.append((1, True))
+        if not requests:
+            pytest.skip(f"{self.backend} serves every request this suite can make")
+        for count, read_only in requests:
+            with pytest.raises(RootFSError) as failed:
+                rfs.generate(*[prototype] * count, read_only=read_only)
+            assert failed.value.error_id is ErrorId.ErrUnsupportedRequest, failed.value
+            assert rfs.instances() == [] and self._mounts(rfs) == []
+            assert set(os.listdir(rfs.base_dir)) <= {".rootfs"}
+
+    def test_a_stack_shows_each_layer_and_hides_what_whiteouts_and_opaque_dirs_hide(
+        self, rfs: RootFS, prototype: str, layer_dir: str
+    ) -> None:
+        """``make_tiny_prototype`` under ``MIDDLE`` and ``TOP`` (see
+        ``check_stack``); what is written in the root lands in none of the
+        layers, and a remove leaves nothing."""
+        self._need_real_mounts()
+        depth = self._need_layers()
+        layers = [make_layer(os.path.join(layer_dir, "middle"), MIDDLE)]
+        if depth == 3:
+            layers.append(make_layer(os.path.join(layer_dir, "top"), TOP))
+        before = [tree_checksum(layer) for layer in layers]
+        root = rfs.generate(prototype, *layers, **self.options)
+        try:
+            [instance] = rfs.instances()
+            assert instance.layers == [prototype, *layers] and instance.prototype == prototype
+            check_stack(root, depth)
+            with open(os.path.join(root, "etc/hostname"), "wb") as fh:
+                fh.write(b"written\n")
+            with open(os.path.join(root, "etc/deep/new"), "wb") as fh:
+                fh.write(b"new\n")
+            os.unlink(os.path.join(root, "etc/middle"))
+            os.mkdir(os.path.join(root, "etc/passwd"))  # where a whiteout was
+            assert sorted(os.listdir(os.path.join(root, "etc/deep")))[-1] == "new"
+            assert not os.path.lexists(os.path.join(root, "etc/middle"))
+        finally:
+            rfs.remove(root)
+        assert [tree_checksum(layer) for layer in layers] == before, "a layer was modified"
+        # the prototype fixture proves the bottom layer unchanged
+
+    def test_a_read_only_view_refuses_every_write(self, rfs: RootFS, prototype: str, layer_dir: str) -> None:
+        """A view of the stack (or of the prototype alone, without root):
+        reads work, every kind of write fails with EROFS, remove as usual."""
+        self._need_real_mounts()
+        info = self._info()
+        if not info.read_only:
+            pytest.skip(f"{self.backend} declares no read-only views")
+        stacked = info.max_layers >= 2 and os.geteuid() == 0
+        layers = [make_layer(os.path.join(layer_dir, "middle"), MIDDLE)] if stacked else []
+        before = [tree_checksum(layer) for layer in layers]
+        root = rfs.generate(prototype, *layers, read_only=True)
+        try:
+            [instance] = rfs.instances()
+            assert instance.read_only and instance.layers == [prototype, *layers]
+            if stacked:
+                check_stack(root, 2)
+            else:
+                with open(os.path.join(root, "etc/hostname"), "rb") as fh:
+                    assert fh.read() == b"prototype\n"
+
+            def at(relative: str) -> str:
+                return os.path.join(root, relative)
+
+            writes: dict[str, Callable[[], object]] = {
+                "create": lambda: os.close(os.open(at("tmp/new"), os.O_CREAT | os.O_WRONLY)),
+                "open for writing": lambda: os.close(os.open(at("etc/hostname"), os.O_WRONLY)),
+                "unlink": lambda: os.unlink(at("etc/hostname")),
+                "chmod": lambda: os.chmod(at("etc/hostname"), 0o600),
+                "mkdir": lambda: os.mkdir(at("etc/new")),
+                "rename": lambda: os.rename(at("home/readme"), at("home/moved")),
+                "rmdir": lambda: os.rmdir(at("usr/lib")),
+            }
+            for what, write in writes.items():
+                with pytest.raises(OSError) as refused:
+                    write()
+                assert refused.value.errno == errno.EROFS, f"{what}: {refused.value}"
+        finally:
+            rfs.remove(root)
+        assert rfs.instances() == [] and self._mounts(rfs) == []
+        assert [tree_checksum(layer) for layer in layers] == before, "a layer was modified"
+
+    def test_a_failure_at_any_step_of_a_layered_generate_leaves_nothing(
+        self, base_dir: str, prototype: str, layer_dir: str
+    ) -> None:
+        depth = self._need_layers(whiteouts=False)
+        layers = [prototype]
+        for n in range(1, depth):
+            layers.append(os.path.join(layer_dir, f"layer{n}"))
+            os.makedirs(os.path.join(layers[-1], "etc"))
+            with open(os.path.join(layers[-1], "etc", f"layer{n}"), "wb") as fh:
+                fh.write(b"layer\n")
+        rfs, faulty = self._counted(base_dir)
+        root = rfs.generate(*layers, **self.options)
+        steps = len(faulty.calls)
+        rfs.remove(root)
+        for step in range(1, steps + 1):
+            rfs, faulty = self._counted(base_dir)
+            faulty.fail_on = {step}
+            with pytest.raises(RootFSError) as info:
+                rfs.generate(*layers, **self.options)
+            assert info.value.cleanup_errors == [], f"step {step}: rollback failed: {info.value}"
+            assert rfs.instances() == [], f"step {step}: a record was left"
+            assert self._mounts(rfs) == [], f"step {step}: a mount was left"
+            assert sorted(os.listdir(base_dir)) == [".rootfs"], f"step {step}: a directory was left"
 
     # ---------------------------------------------------------- removal
     def test_remove_leaves_nothing_and_a_second_is_not_found(self, rfs: RootFS, prototype: str) -> None:

@@ -82,6 +82,14 @@ class FaultySyscalls:
         self._call("run_mount_program", list(argv), target)
         self.inner.run_mount_program(argv, target)
 
+    def mount_fs(self, fstype: str, options: list[tuple[str, str | None]], target: str, flags: int) -> None:
+        """The new mount API, where the wrapped syscalls have it."""
+        self._call("mount_fs", fstype, list(options), target, flags)
+        new_api = getattr(self.inner, "mount_fs", None)
+        if new_api is None:
+            raise OSError(errno.ENOSYS, "the wrapped syscalls have no mount_fs", target)
+        new_api(fstype, options, target, flags)
+
     def fuse_unmount(self, target: str) -> None:
         self._call("fuse_unmount", target)
         self.inner.fuse_unmount(target)
@@ -162,6 +170,11 @@ class FakeMounts(LinuxSyscalls):
 
     def run_mount_program(self, argv: list[str], target: str) -> None:
         self.mount(argv[0], target, "fuse", 0, " ".join(argv[1:]))
+
+    def mount_fs(self, fstype: str, options: list[tuple[str, str | None]], target: str, flags: int) -> None:
+        """Simulated like ``mount``: the options as one string, comma-joined."""
+        joined = ",".join(key if value is None else f"{key}={value}" for key, value in options)
+        self.mount(fstype, target, fstype, flags, joined)
 
     def fuse_unmount(self, target: str) -> None:
         self.umount(target, 0)

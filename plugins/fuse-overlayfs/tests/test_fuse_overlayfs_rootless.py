@@ -346,3 +346,32 @@ def test_the_failed_probes_of_other_backends_leave_nothing(
     assert "no privilege to mount" in status["overlayfs"]["reason"]
     assert rootfs(user, rootfs_command, base, "list") == []
     assert sorted(os.listdir(base)) == [".rootfs"]
+
+
+@pytest.mark.usefixtures("fuse_access")
+def test_an_unprivileged_user_is_refused_a_stack_but_gets_a_view(
+    user: pwd.struct_passwd, rootfs_command: str, place: tuple[str, str]
+) -> None:
+    """Without privilege the daemon cannot read ``trusted.overlay.opaque``
+    (the kernel hides ``trusted.*`` from it), so a stack would show what its
+    opaque directories hide: it is refused, with the reason, and nothing is
+    left. A read-only view of the prototype alone works."""
+    base, proto = place
+    holder = _holder("rootless-layer-")
+    try:
+        layer = os.path.join(holder, "layer")
+        os.makedirs(os.path.join(layer, "etc"))
+        with open(os.path.join(layer, "etc", "top"), "wb") as fh:
+            fh.write(b"top\n")
+        proc = as_user(user, rootfs_command, "--base-dir", base, "generate", proto, layer)
+        assert proc.returncode == 1, proc
+        assert "ErrUnsupportedRequest" in proc.stderr and "trusted.overlay.opaque" in proc.stderr
+        assert instance_mounts(base) == [] and rootfs(user, rootfs_command, base, "list") == []
+        assert sorted(os.listdir(base)) == [".rootfs"]
+        view = rootfs(user, rootfs_command, base, "generate", proto, "--read-only")
+        assert view["backend"] == "fuse-overlayfs" and view["read_only"] is True
+        proc = as_user(user, "sh", "-c", f"cat {view['root']}/etc/hostname; touch {view['root']}/tmp/new")
+        assert proc.stdout == "prototype\n" and "Read-only file system" in proc.stderr, proc
+        rootfs(user, rootfs_command, base, "remove", view["root"])
+    finally:
+        remove_scratch(holder)

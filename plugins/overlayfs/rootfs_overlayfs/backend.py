@@ -18,6 +18,7 @@ from rootfs_core.context import BuildContext
 from rootfs_core.errors import ErrorId, RootFSError
 from rootfs_core.hookspecs import PROBE_PROTOTYPE, BackendInfo, Probe, hookimpl
 from rootfs_core.mounttable import filesystem_of as filesystem_of_path
+from rootfs_core.syscalls import MS_RDONLY
 
 PRIORITY = 350  # middle of the kernel-union band: preferred wherever it works
 MAX_LAYERS = 500  # the kernel's own limit on lower layers (OVL_MAX_STACK)
@@ -133,13 +134,14 @@ def mount_layers(ctx: BuildContext, layers: list[str], dirs: list[tuple[str, str
         + [f"{key}={escape(path)}" for key, path in dirs]
         + [FEATURES]
     )
+    flags = 0 if dirs else MS_RDONLY  # a view: the mount itself read-only, not only the overlay
     if len(os.fsencode(data)) < os.sysconf("SC_PAGE_SIZE"):
-        ctx.mount("rootfs-overlayfs", ctx.root, "overlay", data=data)
+        ctx.mount("rootfs-overlayfs", ctx.root, "overlay", flags=flags, data=data)
         return
     options: list[tuple[str, str | None]] = [("source", "rootfs-overlayfs")]
     options += [("lowerdir+", path) for path in lowers] + [(key, path) for key, path in dirs]
     options += [(key, value) for key, _, value in (f.partition("=") for f in FEATURES.split(","))]
-    ctx.mount_fs("overlay", options, ctx.root)
+    ctx.mount_fs("overlay", options, ctx.root, flags=flags)
 
 
 def check_semantics(root: str, lower: str) -> Probe:

@@ -131,23 +131,42 @@ def test_non_utf8_prototype_path(base_dir: str, leak_guard: None) -> None:
         remove_scratch(holder)
 
 
-def test_options_longer_than_a_page_are_refused_before_mounting(base_dir: str, leak_guard: None) -> None:
-    """mount(2) would silently cut them, and could then mount the wrong directory."""
+class WithoutNewMountApi(FaultySyscalls):
+    """A caller's own syscalls object from before the new mount API."""
+
+    mount_fs = None  # type: ignore[assignment]
+
+
+def test_options_longer_than_a_page_go_through_the_new_mount_api(base_dir: str, leak_guard: None) -> None:
+    """mount(2) would silently cut them, and could then mount the wrong
+    directory: options past one page go through fsconfig, one per option;
+    with a syscalls object that lacks it they are refused before mounting."""
     holder = scratch_dir("long-")
     try:
         deep = holder
         while len(deep) < 4000:
             deep = os.path.join(deep, "d" * min(200, 4000 - len(deep)))
-        os.makedirs(deep)  # a valid prototype path, yet too long for the options
+        os.makedirs(deep)  # a valid prototype path, yet too long for mount(2)'s options
+        with open(os.path.join(deep, "hostname"), "w") as fh:
+            fh.write("deep\n")
         faulty = FaultySyscalls()
         rfs = RootFS(base_dir, backend="overlayfs", syscalls=faulty)
         assert rfs.probe("overlayfs").supported  # its own paths are short
         faulty.calls.clear()
+        root = rfs.generate(deep)
+        with open(os.path.join(root, "hostname")) as fh:
+            assert fh.read() == "deep\n"
+        assert next(c.name for c in faulty.calls if c.name.startswith("mount")) == "mount_fs"
+        rfs.remove(root)
+        old = WithoutNewMountApi()
+        rfs = RootFS(base_dir, backend="overlayfs", syscalls=old)
+        assert rfs.probe("overlayfs").supported
+        old.calls.clear()
         with pytest.raises(RootFSError) as exc:
             rfs.generate(deep)
         assert exc.value.error_id is ErrorId.ErrBindMountRoot
         assert "one-page limit" in str(exc.value)
-        assert [c.name for c in faulty.calls if c.name == "mount"] == []
+        assert [c.name for c in old.calls if c.name.startswith("mount")] == []
         assert_base_dir_clean(base_dir)
     finally:
         remove_scratch(holder)

@@ -1,0 +1,224 @@
+"""What a root over a stack of layers costs, against the same overlay mounted
+with the raw syscalls, at 1, 10 and 100 layers.
+
+    python bench/layers.py                   # 1, 10 and 100 layers
+    python bench/layers.py --counts 1 500    # others (overlay stacks at most 500)
+    python bench/layers.py --json
+
+Each layer sits at a path of 100 bytes (as image layers do under a store
+directory) and holds a few files. The library's cycle is an overlayfs
+generate over the stack and its remove; the raw cycle makes the backend's
+layout (instance, upper, work, root) and mounts the same stack with the
+same options, then unmounts and removes it: with mount(2) when its options
+fit one page, and otherwise, as the backend does, with the new mount API
+(fsopen, one fsconfig ``lowerdir+`` per layer, fsmount, move_mount), called
+here through ctypes so that no line of the library is on the raw path.
+
+For each count: the medians of the two cycles, interleaved, their ratio,
+and each against 1 layer in the same run. Nothing is asserted; everything
+made is removed, mount-safely (``hygiene``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import hygiene
+from rawops import LIBC, OVERLAY_FEATURES
+
+from rootfs_core import RootFS
+from rootfs_core.testing.prototypes import make_tiny_prototype
+
+PATH_LENGTH = 100
+PAGE = os.sysconf("SC_PAGE_SIZE")
+# The new mount API's syscall numbers, the same on every architecture.
+NR_MOVE_MOUNT, NR_FSOPEN, NR_FSCONFIG, NR_FSMOUNT = 429, 430, 431, 432
+FSCONFIG_SET_STRING, FSCONFIG_CMD_CREATE = 1, 6
+MOVE_MOUNT_F_EMPTY_PATH = 4
+AT_FDCWD = -100
+
+
+class _NewMountAPI:
+    """fsopen, fsconfig, fsmount and move_mount through syscall(2)."""
+
+    def __init__(self) -> None:
+        self._syscall = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).syscall
+        self._syscall.restype = ctypes.c_long
+
+    def _check(self, result: int, what: str) -> int:
+        if result < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"{what}: {os.strerror(err)}")
+        return result
+
+    def mount(self, fstype: bytes, options: list[tuple[bytes, bytes]], target: bytes) -> None:
+        fs_fd = self._check(self._syscall(NR_FSOPEN, fstype, 1), "fsopen")
+        try:
+            for key, value in options:
+                self._check(
+                    self._syscall(NR_FSCONFIG, fs_fd, FSCONFIG_SET_STRING, key, value, 0), f"fsconfig {key!r}"
+                )
+            self._check(self._syscall(NR_FSCONFIG, fs_fd, FSCONFIG_CMD_CREATE, None, None, 0), "create")
+            mnt_fd = self._check(self._syscall(NR_FSMOUNT, fs_fd, 1, 0), "fsmount")
+            try:
+                self._check(
+                    self._syscall(NR_MOVE_MOUNT, mnt_fd, b"", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH),
+                    "move_mount",
+                )
+            finally:
+                os.close(mnt_fd)
+        finally:
+            os.close(fs_fd)
+
+
+NEW_API = _NewMountAPI()
+
+
+class RawStack:
+    """An overlay of ``layers`` (bottom first) made the shortest way: 4 mkdir
+    and one mount (mount(2), or the new API past one page of options); one
+    umount and 6 rmdir to remove. The layout is the backend's."""
+
+    def __init__(self, base_dir: str, layers: list[str]) -> None:
+        self.base_dir = base_dir
+        self.lowers = [os.fsencode(path) for path in reversed(layers)]
+        self._mode = os.stat(layers[-1]).st_mode & 0o7777
+        self._serial = 0
+        self.api = ""  # which the last generate used
+
+    def _data(self, upper: bytes, work: bytes) -> bytes:
+        lowerdir = b"lowerdir=" + b":".join(self.lowers)
+        return b",".join([lowerdir, b"upperdir=" + upper, b"workdir=" + work, OVERLAY_FEATURES.encode()])
+
+    def generate(self) -> str:
+        self._serial += 1
+        inst = os.path.join(self.base_dir, f"raw{os.getpid()}-{self._serial}")
+        upper, work, root = inst + "/upper", inst + "/work", inst + "/root"
+        os.mkdir(inst)
+        os.mkdir(upper, self._mode)
+        os.mkdir(work, 0o700)
+        os.mkdir(root)
+        data = self._data(os.fsencode(upper), os.fsencode(work))
+        self.api = "mount(2)" if len(data) < PAGE else "fsconfig"
+        if self.api == "mount(2)":
+            LIBC.mount(b"raw-overlay", os.fsencode(root), b"overlay", 0, data)
+        else:
+            options = [(b"source", b"raw-overlay")]
+            options += [(b"lowerdir+", lower) for lower in self.lowers]
+            options += [(b"upperdir", os.fsencode(upper)), (b"workdir", os.fsencode(work))]
+            for feature in OVERLAY_FEATURES.split(","):
+                key, _, value = feature.partition("=")
+                options.append((key.encode(), value.encode()))
+            NEW_API.mount(b"overlay", options, os.fsencode(root))
+        return inst
+
+    def remove(self, inst: str) -> None:
+        LIBC.umount(os.fsencode(inst + "/root"))
+        os.rmdir(inst + "/root")
+        os.rmdir(inst + "/work/work")
+        os.rmdir(inst + "/work/index")
+        os.rmdir(inst + "/work")
+        os.rmdir(inst + "/upper")
+        os.rmdir(inst)
+
+
+def make_layers(holder: str, prototype: str, count: int) -> list[str]:
+    """The prototype, then ``count - 1`` layers at 100-byte paths, each with
+    a file of its own and one replacing a file of the prototype."""
+    layers = [prototype]
+    for n in range(1, count):
+        stem = os.path.join(holder, f"L{n:03d}-")
+        path = stem + "x" * max(1, PATH_LENGTH - len(stem))
+        os.makedirs(os.path.join(path, "etc"))
+        for name, content in ((f"etc/layer{n}", b"layer\n"), ("etc/hostname", f"layer {n}\n".encode())):
+            with open(os.path.join(path, name), "wb") as fh:
+                fh.write(content)
+        layers.append(path)
+    return layers
+
+
+def measure(base: str, layers: list[str], reps: int) -> dict[str, float | str]:
+    rfs = RootFS(base, backend="overlayfs")
+    raw = RawStack(base, layers)
+    rfs.remove(rfs.generate(*layers))  # warm: probe, base dir set-up
+    raw.remove(raw.generate())
+    lib_times, raw_times = [], []
+    for _ in range(reps):
+        started = time.perf_counter()
+        rfs.remove(rfs.generate(*layers))
+        lib_times.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        raw.remove(raw.generate())
+        raw_times.append(time.perf_counter() - started)
+    return {
+        "raw_api": raw.api,
+        "library_ms": statistics.median(lib_times) * 1e3,
+        "raw_ms": statistics.median(raw_times) * 1e3,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--counts", type=int, nargs="+", default=[1, 10, 100])
+    parser.add_argument("--reps", type=int, default=50)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("needs root (real mounts)", file=sys.stderr)
+        return 1
+    if min(args.counts) < 1 or max(args.counts) > 500:
+        print("counts go from 1 to 500 (the kernel overlay's limit)", file=sys.stderr)
+        return 2
+    os.environ["ROOTFS_CACHE"] = ""
+    work = tempfile.mkdtemp(prefix="rootfs-bench-layers-")
+    rows: list[dict[str, float | str | int]] = []
+    failed = None
+    try:
+        prototype = make_tiny_prototype(os.path.join(work, "prototype"))
+        holder = os.path.join(work, "layers")
+        os.mkdir(holder)
+        layers = make_layers(holder, prototype, max(args.counts))
+        base = os.path.join(work, "base")
+        os.mkdir(base, 0o700)
+        for count in args.counts:
+            # the bottom and the top count - 1 of the deepest stack
+            stack = [prototype, *layers[len(layers) - count + 1 :]] if count > 1 else [prototype]
+            rows.append({"layers": count, **measure(base, stack, args.reps)})
+    except Exception as exc:  # report, then clean up all the same
+        failed = exc
+    finally:
+        left = hygiene.unmount_all_below(work)
+        clean = hygiene.delete_tree(work)
+    if not clean:
+        print(f"left {work} (mounts below it: {left})", file=sys.stderr)
+        return 3
+    if failed is not None:
+        print(f"failed: {failed!r}", file=sys.stderr)
+        return 1
+    one = rows[0]
+    for row in rows:
+        row["library_vs_raw"] = float(row["library_ms"]) / float(row["raw_ms"])
+        row["library_vs_first"] = float(row["library_ms"]) / float(one["library_ms"])
+        row["raw_vs_first"] = float(row["raw_ms"]) / float(one["raw_ms"])
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"layers  library ms  raw ms  raw via   lib/raw  lib/lib{one['layers']}  raw/raw{one['layers']}")
+    for row in rows:
+        print(
+            f"{row['layers']:>6}  {row['library_ms']:>10.3f}  {row['raw_ms']:>6.3f}  {row['raw_api']:<8}  "
+            f"{row['library_vs_raw']:>7.2f}  {row['library_vs_first']:>6.2f}  {row['raw_vs_first']:>6.2f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
