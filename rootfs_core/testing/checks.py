@@ -8,7 +8,7 @@ import stat
 
 from rootfs_core.mounttable import mount_points, mounts_below
 
-__all__ = ["instance_mounts", "mount_points", "mounts_below", "tree_checksum"]
+__all__ = ["instance_mounts", "mount_options", "mount_points", "mounts_below", "open_errno", "tree_checksum"]
 
 
 def instance_mounts(base: str) -> list[str]:
@@ -47,3 +47,23 @@ def tree_checksum(path: str) -> str:
                 except OSError:
                     pass
     return digest.hexdigest()
+
+
+def mount_options(point: str) -> set[str]:
+    """The per-mount options of mount point ``point`` (the topmost mount
+    there), as ``/proc/self/mountinfo`` shows them."""
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as fh:
+        found = [line.split()[5] for line in fh if line.split()[4] == point]
+    assert found, f"{point} is not a mount point"
+    return set(found[-1].split(","))
+
+
+def open_errno(path: str) -> int | None:
+    """The errno of opening ``path`` for reading and writing, None if it
+    opened (then it is closed at once, so nothing is left busy)."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError as exc:
+        return exc.errno
+    os.close(fd)
+    return None

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 
@@ -32,7 +34,13 @@ pytest.register_assert_rewrite("rootfs_core.testing.conformance", "rootfs_core.t
 
 from rootfs_core.sample import build_sample, find_busybox  # noqa: E402
 from rootfs_core.syscalls import MS_PRIVATE, MS_REC, UMOUNT_NOFOLLOW, LinuxSyscalls  # noqa: E402
-from rootfs_core.testing.checks import instance_mounts, mount_points, mounts_below, tree_checksum  # noqa: E402
+from rootfs_core.testing.checks import (  # noqa: E402
+    instance_mounts,
+    mount_options,
+    mount_points,
+    mounts_below,
+    tree_checksum,
+)
 from rootfs_core.testing.prototypes import make_tiny_prototype  # noqa: E402
 
 _CLONE_NEWNS = 0x00020000
@@ -146,6 +154,39 @@ def prototype() -> Iterator[str]:
     try:
         assert tree_checksum(path) == before, "the prototype was modified"
     finally:
+        remove_scratch(holder)
+
+
+# In ``restricted_prototype``: a char device 1,3 and a set-user-id root
+# program, both in directories every in-tree backend makes writable or shows.
+RESTRICTED_DEVICE = "dev/null"
+RESTRICTED_SETUID = "sbin/suid-true"
+
+
+@pytest.fixture
+def restricted_prototype(leak_guard: None) -> Iterator[str]:
+    """A tiny prototype on a tmpfs mounted ``nodev,nosuid``, holding a
+    device node (``RESTRICTED_DEVICE``) and a set-user-id root program
+    (``RESTRICTED_SETUID``): a root of it must grant neither."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs and making a device node need root")
+    holder = scratch_dir("restricted-")
+    mnt = os.path.join(holder, "mnt")
+    os.mkdir(mnt)
+    LinuxSyscalls().mount("rootfs-test", mnt, "tmpfs", os.ST_NODEV | os.ST_NOSUID, "mode=0755")
+    try:
+        proto = make_tiny_prototype(os.path.join(mnt, "prototype"))
+        device = os.path.join(proto, RESTRICTED_DEVICE)
+        if not os.path.lexists(device):
+            os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        program = os.path.join(proto, RESTRICTED_SETUID)
+        shutil.copyfile(shutil.which("true") or "/bin/true", program)
+        os.chown(program, 0, 0)
+        os.chmod(program, 0o4755)
+        assert {"nodev", "nosuid"} <= mount_options(mnt)
+        yield proto
+    finally:
+        LinuxSyscalls().umount(mnt, UMOUNT_NOFOLLOW)
         remove_scratch(holder)
 
 

@@ -33,19 +33,6 @@ def live_daemons(path: str) -> list[str]:
     return found
 
 
-def mount_flags(mount_point: str) -> set[str]:
-    """The per-mount options (``nosuid``, ``nodev``...) of the top mount at
-    ``mount_point``, from /proc/self/mountinfo."""
-    found = None
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as fh:
-        for line in fh:
-            fields = line.split()
-            if fields[4] == mount_point:
-                found = set(fields[5].split(","))
-    assert found is not None, f"{mount_point} is not mounted"
-    return found
-
-
 @pytest.fixture
 def daemons() -> Callable[[str], list[str]]:
     """``daemons(path)``: the live fuse-overlayfs processes mentioning ``path``."""

@@ -16,14 +16,13 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from conftest import mount_flags
 from rootfs_fuse_overlayfs import backend
 
 from rootfs_core import ErrorId, RootFS, RootFSError, teardown
 from rootfs_core.hookspecs import BAND_OTHER_UNION
 from rootfs_core.store import Step, Store
 from rootfs_core.syscalls import UMOUNT_NOFOLLOW, LinuxSyscalls
-from rootfs_core.testing.checks import instance_mounts
+from rootfs_core.testing.checks import instance_mounts, mount_options
 from rootfs_core.testing.fixtures import assert_base_dir_clean, remove_scratch, scratch_dir
 from rootfs_core.testing.prototypes import make_tiny_prototype
 
@@ -352,7 +351,7 @@ def test_a_nodev_nosuid_prototype_gives_a_nodev_nosuid_root(
     proto = restricted_place(os.ST_NODEV | os.ST_NOSUID)
     root = rfs.generate(proto)
     try:
-        flags = mount_flags(root)
+        flags = mount_options(root)
         assert {"nodev", "nosuid"} <= flags and "noexec" not in flags
         # a device node of the prototype cannot be opened in the root
         assert stat.S_ISCHR(os.lstat(f"{root}/dev/null").st_mode)
@@ -371,7 +370,7 @@ def test_a_noexec_prototype_gives_a_noexec_root(rfs: RootFS, restricted_place: C
     proto = restricted_place(os.ST_NOEXEC)
     root = rfs.generate(proto)
     try:
-        assert "noexec" in mount_flags(root)
+        assert "noexec" in mount_options(root)
         with pytest.raises(PermissionError):
             subprocess.run([f"{root}/usr/bin/true"], check=False)
     finally:

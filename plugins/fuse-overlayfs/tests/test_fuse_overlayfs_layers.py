@@ -15,11 +15,11 @@ import resource
 from collections.abc import Iterator
 
 import pytest
-from conftest import live_daemons, mount_flags
+from conftest import live_daemons
 from rootfs_fuse_overlayfs import backend
 
 from rootfs_core import ErrorId, RootFS, RootFSError
-from rootfs_core.testing.checks import instance_mounts, tree_checksum
+from rootfs_core.testing.checks import instance_mounts, mount_options, tree_checksum
 from rootfs_core.testing.conformance import MIDDLE, TOP, Layer, check_stack, make_layer
 from rootfs_core.testing.faults import FaultySyscalls, probed_rootfs
 from rootfs_core.testing.fixtures import assert_base_dir_clean, remove_scratch, scratch_dir
@@ -120,7 +120,7 @@ def test_the_plan_of_a_stack_and_of_a_view(base_dir: str, prototype: str, holder
     assert made == [instance, root]
     argv = mount_argv(faulty)
     assert argv[2].split(",")[:2] == [f"lowerdir={top}:{middle}:{prototype}", "ro"]
-    assert "ro" in mount_flags(root)
+    assert "ro" in mount_options(root)
     assert sorted(os.listdir(instance)) == ["root"]
     check_stack(root, 3)
     with pytest.raises(OSError) as failed:

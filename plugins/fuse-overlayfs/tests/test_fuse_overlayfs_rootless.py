@@ -29,10 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import mount_flags
 
 from rootfs_core.syscalls import UMOUNT_NOFOLLOW, LinuxSyscalls
-from rootfs_core.testing.checks import instance_mounts, tree_checksum
+from rootfs_core.testing.checks import instance_mounts, mount_options, tree_checksum
 from rootfs_core.testing.fixtures import remove_scratch, scratch_dir
 from rootfs_core.testing.prototypes import make_tiny_prototype
 
@@ -312,7 +311,7 @@ def test_the_protections_of_the_prototype_mount_reach_fusermount3(
         shutil.copy(true, os.path.join(proto, "usr/bin/true"))
         root = rootfs(user, rootfs_command, base, "generate", proto)["root"]
         try:
-            assert {"nosuid", "nodev", "noexec"} <= mount_flags(root)
+            assert {"nosuid", "nodev", "noexec"} <= mount_options(root)
             proc = as_user(user, f"{root}/usr/bin/true")
             assert proc.returncode == 126 and "Permission denied" in proc.stderr, proc
         finally:

@@ -8,68 +8,14 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat
-from collections.abc import Iterator
-
-import pytest
 
 from rootfs_core import RootFS
-from rootfs_core.syscalls import UMOUNT_NOFOLLOW, LinuxSyscalls
-from rootfs_core.testing.checks import mounts_below
-from rootfs_core.testing.fixtures import remove_scratch, scratch_dir
-from rootfs_core.testing.prototypes import make_tiny_prototype
+from rootfs_core.testing.checks import mount_options, mounts_below, open_errno
+from rootfs_core.testing.fixtures import RESTRICTED_DEVICE, RESTRICTED_SETUID
 
-MS_NOSUID = os.ST_NOSUID  # statvfs's ST_* bits have mount(2)'s MS_* values
-MS_NODEV = os.ST_NODEV
-DEVICE = "dev/null"  # a char device 1,3, in dev/: one of the quilt's writable copies
-SETUID = "sbin/suid-true"  # a set-user-id root copy of /bin/true, in a writable copy too
-
-
-def mount_options(point: str) -> set[str]:
-    """The per-mount options of mount point ``point`` in /proc/self/mountinfo
-    (the topmost mount there)."""
-    with open("/proc/self/mountinfo", encoding="utf-8") as fh:
-        found = [line.split()[5] for line in fh if line.split()[4] == point]
-    assert found, f"{point} is not a mount point"
-    return set(found[-1].split(","))
-
-
-def open_errno(path: str) -> int | None:
-    """The errno of opening ``path`` for reading and writing, None if it
-    opened (then it is closed at once, so the root is not left busy)."""
-    try:
-        fd = os.open(path, os.O_RDWR)
-    except OSError as exc:
-        return exc.errno
-    os.close(fd)
-    return None
-
-
-@pytest.fixture
-def restricted_prototype(leak_guard: None) -> Iterator[str]:
-    """A prototype on a tmpfs mounted nodev,nosuid, holding a char device
-    node and a set-user-id root program."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs and making a device node need root")
-    holder = scratch_dir("restricted-")
-    mnt = os.path.join(holder, "mnt")
-    os.mkdir(mnt)
-    LinuxSyscalls().mount("rootfs-test", mnt, "tmpfs", MS_NODEV | MS_NOSUID, "mode=0755")
-    try:
-        proto = make_tiny_prototype(os.path.join(mnt, "prototype"))
-        device = os.path.join(proto, DEVICE)
-        if not os.path.lexists(device):
-            os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
-        true = shutil.which("true") or "/bin/true"
-        shutil.copyfile(true, os.path.join(proto, SETUID))
-        os.chown(os.path.join(proto, SETUID), 0, 0)
-        os.chmod(os.path.join(proto, SETUID), 0o4755)
-        assert {"nodev", "nosuid"} <= mount_options(mnt)
-        yield proto
-    finally:
-        LinuxSyscalls().umount(mnt, UMOUNT_NOFOLLOW)
-        remove_scratch(holder)
+DEVICE = RESTRICTED_DEVICE
+SETUID = RESTRICTED_SETUID
 
 
 def test_a_quilt_keeps_the_prototypes_nodev_and_nosuid(quilt: RootFS, restricted_prototype: str) -> None:
