@@ -24,16 +24,22 @@ import os
 import stat
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from rootfs_core import basedir, mounttable, paths, teardown
 from rootfs_core.context import BuildContext, RemoveContext
 from rootfs_core.errors import ErrorId, ImplErrorId, RootFSError
 from rootfs_core.hookspecs import PROBE_PROTOTYPE, Probe
+from rootfs_core.layerstore import LayerStore
 from rootfs_core.registry import Registry
 from rootfs_core.selection import ProbeCache, forced_backend
 from rootfs_core.store import Claim, Record, Step, Store, is_instance_id
 from rootfs_core.syscalls import LinuxSyscalls, ProgressCallback, Syscalls
 from rootfs_core.usage import Usage, measure
+
+if TYPE_CHECKING:
+    from rootfs_core.commit import CommitResult
+    from rootfs_core.layerstore import Layer
 
 log = logging.getLogger("rootfs")
 
@@ -142,7 +148,9 @@ class RootFS:
         highest-priority supported backend that can serve the request is
         used; a forced one that cannot is refused before anything is made."""
         read_only = bool(options.pop("read_only", False))
-        stack = [self._check_prototype(os.fspath(layer)) for layer in (prototype, *layers)]
+        stack = [
+            self._check_prototype(self._stored_layer(os.fspath(layer))) for layer in (prototype, *layers)
+        ]
         name = self.selected_backend(layers=len(stack), read_only=read_only)
         return self._build(name, stack, read_only, self._check_options(name, options))
 
@@ -324,6 +332,7 @@ class RootFS:
                 report.failed[instance_dir] = str(exc)
         if not dry_run:
             self._store.sweep_temporaries()
+        self._sweep_layer_store(report, dry_run=dry_run)
         return report
 
     def _sweep_without_record(self, instance_dir: str, mounted: list[str], report: GcReport) -> None:
@@ -392,6 +401,51 @@ class RootFS:
             return False
         claim.finish()
         return True
+
+    # ---------------------------------------------------- layers (commit.py, layerstore.py)
+    def commit(
+        self, root_or_id: str | os.PathLike[str], dest: str | os.PathLike[str] | None = None
+    ) -> CommitResult:
+        """Take the instance apart and leave what was written in it as a
+        portable layer in overlay's format, ready for ``generate(BASE,
+        LAYER)``: at ``dest`` (which must not exist; its parent must; not
+        inside the base directory or any layer), or in this base
+        directory's layer store, under a new id. A busy root is refused
+        (``ErrRootBusy``) with nothing touched. See ``rootfs_core.commit``."""
+        from rootfs_core import commit
+
+        return commit.run(self, os.fspath(root_or_id), None if dest is None else os.fspath(dest))
+
+    def layers(self) -> list[Layer]:
+        """The stored layers, oldest first, with the instances using each."""
+        from rootfs_core import layerstore
+
+        return layerstore.list_layers(self)
+
+    def remove_layer(self, layer_id: str) -> None:
+        """Delete a stored layer no instance uses (``ErrLayerInUse`` else,
+        ``ErrNoSuchLayer`` if there is none)."""
+        from rootfs_core import layerstore
+
+        layerstore.remove_layer(self, layer_id)
+
+    def _stored_layer(self, text: str) -> str:
+        """A stored layer's path for its id (an existing path of that name
+        wins); anything else as it is."""
+        if os.path.lexists(text):
+            return text
+        return LayerStore(self.base_dir).resolve(text) or text
+
+    def _sweep_layer_store(self, report: GcReport, *, dry_run: bool) -> None:
+        """Work directories of dead commits in the layer store (``orphans``)."""
+        for path in LayerStore(self.base_dir).stray_temporaries():
+            if not dry_run:
+                try:
+                    self.syscalls.remove_tree(path) if os.path.isdir(path) else os.unlink(path)
+                except OSError as exc:
+                    report.failed[path] = str(exc)
+                    continue
+            report.orphans.append(path)
 
     def backends(self) -> list[BackendStatus]:
         """Every discovered backend (broken ones too), probed, best first."""
@@ -631,7 +685,7 @@ class RootFS:
             raise RootFSError(ErrorId.ErrPrototypeNotDir, f"prototype {prototype!r} is not a directory")
         if not os.access(path, os.R_OK | os.X_OK):
             raise RootFSError(ErrorId.ErrPrototypeNotDir, f"prototype {prototype!r} is not readable")
-        if self._overlaps(path, st):
+        if self._overlaps(path, st) and LayerStore(self.base_dir).id_of(path) is None:
             raise RootFSError(
                 ErrorId.ErrPrototypeOverlapsBase,
                 f"prototype {path} and base directory {self.base_dir} overlap (one contains the other)",

@@ -44,6 +44,10 @@ class ErrorId(enum.Enum):
     ErrNotBaseDir = enum.auto()  # the directory is not a base directory rootfs initialised
     ErrNoSuchRoot = enum.auto()  # no instance has that id or root (never made, or removed)
     ErrUnsupportedRequest = enum.auto()  # the backend cannot serve it (layers, read-only)
+    ErrCommit = enum.auto()  # the layer of a commit could not be made
+    ErrLayerDest = enum.auto()  # a commit's destination is refused (exists, no parent, inside a layer)
+    ErrNoSuchLayer = enum.auto()  # no stored layer has that id
+    ErrLayerInUse = enum.auto()  # a stored layer an instance still uses cannot be removed
 
 
 class ImplErrorId(enum.Enum):
@@ -77,6 +81,9 @@ class RootFSError(Exception):
         self.message = message
         self.cause = cause
         self.cleanup_errors: list[RootFSError] = []
+
+    def __repr__(self) -> str:
+        return f"RootFSError({self.error_id}, {self.message!r})"
 
     def __str__(self) -> str:
         text = f"{self.error_id.name}: {self.message}"
