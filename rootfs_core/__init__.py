@@ -16,17 +16,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rootfs_core.core import BackendStatus, Instance, RootFS
+    from rootfs_core.core import BackendStatus, GcReport, Instance, RootFS
     from rootfs_core.errors import ErrorId, ImplErrorId, RootFSError
 
     __version__: str
 
-__all__ = ["BackendStatus", "ErrorId", "ImplErrorId", "Instance", "RootFS", "RootFSError"]
+__all__ = ["BackendStatus", "ErrorId", "GcReport", "ImplErrorId", "Instance", "RootFS", "RootFSError"]
 
 _WHERE = {
     "RootFS": "rootfs_core.core",
     "Instance": "rootfs_core.core",
     "BackendStatus": "rootfs_core.core",
+    "GcReport": "rootfs_core.core",
     "ErrorId": "rootfs_core.errors",
     "ImplErrorId": "rootfs_core.errors",
     "RootFSError": "rootfs_core.errors",

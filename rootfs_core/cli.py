@@ -18,10 +18,11 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rootfs_core.core import RootFS
+    from rootfs_core.core import Instance, RootFS
     from rootfs_core.errors import RootFSError
 
 DEFAULT_BASE_DIR = "/var/lib/rootfs"
+STATES = ("ready", "incomplete", "removing", "unmounted")
 
 
 class _Elapsed(logging.Formatter):
@@ -92,7 +93,8 @@ def _version_text() -> str:
     return "\n".join(lines)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _common(backend_help: str) -> argparse.ArgumentParser:
+    """The options every command takes, before or after its name."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--base-dir",
@@ -100,15 +102,15 @@ def _parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help=f"read-write base directory (env ROOTFS_BASE_DIR; default {DEFAULT_BASE_DIR})",
     )
-    common.add_argument(
-        "--backend",
-        type=_nonempty,
-        default=argparse.SUPPRESS,
-        help="force a backend (env ROOTFS_BACKEND, or config file)",
-    )
+    common.add_argument("--backend", type=_nonempty, default=argparse.SUPPRESS, help=backend_help)
     common.add_argument(
         "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log each step"
     )
+    return common
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = _common("force a backend (env ROOTFS_BACKEND, or config file)")
     parser = argparse.ArgumentParser(
         prog="rootfs", parents=[common], description="Disposable writable roots from a read-only prototype."
     )
@@ -116,16 +118,28 @@ def _parser() -> argparse.ArgumentParser:
         "--version", action=_Version, help="print the versions of rootfs-core and of every backend, and exit"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from rootfs_core import cli_layers
+
+    cli_layers.add_parsers(sub, common)
 
     gen = sub.add_parser("generate", parents=[common], help="make a root from a prototype; print its path")
     gen.add_argument(
-        "prototype", nargs="?", type=_nonempty, help="prototype directory (default: the sample prototype)"
+        "layers",
+        nargs="*",
+        metavar="LAYER",
+        type=_nonempty,
+        help="prototype directory, then any layers over it, bottom first (default: the sample prototype)",
     )
+    gen.add_argument("--read-only", action="store_true", help="a view: every write fails with EROFS")
     gen.add_argument("--size", help="maximum size of the writable layer, e.g. 64M (backends that support it)")
     gen.add_argument(
         "-o", "--option", action="append", default=[], metavar="KEY=VALUE", help="a backend option"
     )
     gen.add_argument("--json", action="store_true", help="print a JSON object")
+
+    use = sub.add_parser("usage", parents=[common], help="bytes and inodes of a root's writable layer")
+    use.add_argument("root", metavar="ROOT_OR_ID", type=_nonempty)
+    use.add_argument("--json", action="store_true", help="print a JSON object")
 
     rem = sub.add_parser("remove", parents=[common], help="remove generated roots")
     rem.add_argument("roots", metavar="ROOT_OR_ID", nargs="+", type=_nonempty)
@@ -134,8 +148,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     rem.add_argument("--json", action="store_true", help="print a JSON object (an array for several)")
 
-    lst = sub.add_parser("list", parents=[common], help="list instances")
-    lst.add_argument("--json", action="store_true", help="print a JSON array")
+    # In ``list``, --backend filters (forcing a backend means nothing there).
+    filtering = _common("only instances of this backend")
+    lst = sub.add_parser("list", parents=[filtering], help="list instances")
+    shown = lst.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="print a JSON array")
+    shown.add_argument("-q", "--quiet", action="store_true", help="print the ids only, one a line")
+    lst.add_argument("--state", choices=STATES, help="only instances in this state")
+    lst.add_argument("--prototype", type=_nonempty, metavar="DIR", help="only instances of this prototype")
+
+    ins = sub.add_parser("inspect", parents=[common], help="everything known about one instance")
+    ins.add_argument("root", metavar="ROOT_OR_ID", type=_nonempty)
+    ins.add_argument("--json", action="store_true", help="print a JSON object")
 
     bck = sub.add_parser("backends", parents=[common], help="list backends, their support and priority")
     bck.add_argument("--json", action="store_true", help="print a JSON array")
@@ -153,6 +177,19 @@ def _parser() -> argparse.ArgumentParser:
         "demo", parents=[common], help="the whole job on the sample prototype: generate, use, remove"
     )
     demo.add_argument("--json", action="store_true", help="print a JSON object")
+
+    comp = sub.add_parser(
+        "completion", parents=[common], help="print a shell completion script: rootfs completion bash|zsh"
+    )
+    comp.add_argument("shell", nargs="?", choices=("bash", "zsh"))
+    # What the scripts ask for while completing; never a reason to fail.
+    comp.add_argument("--list-ids", action="store_true", help=argparse.SUPPRESS)
+    comp.add_argument("--list-backends", action="store_true", help=argparse.SUPPRESS)
+
+    unit = sub.add_parser(
+        "unit", parents=[common], help="print a systemd unit (gc: sweep crashed instances at boot)"
+    )
+    unit.add_argument("name", choices=("gc",))
     return parser
 
 
@@ -188,9 +225,19 @@ def _base_dir(args: argparse.Namespace) -> str:
 
 
 def _open(args: argparse.Namespace, *, sweep: bool = True) -> RootFS:
+    """The ``RootFS`` of the command, remembered in ``args.opened`` (an error
+    message may want to ask it more). Long copies show their progress when
+    stderr is a terminal, and only then."""
     from rootfs_core.core import RootFS
 
-    return RootFS(_base_dir(args), backend=getattr(args, "backend", None), sweep=sweep)
+    progress = None
+    if sys.stderr.isatty():
+        from rootfs_core.progress import TerminalProgress
+
+        progress = args.display = TerminalProgress(sys.stderr)
+    rfs = RootFS(_base_dir(args), backend=getattr(args, "backend", None), sweep=sweep, progress=progress)
+    args.opened = rfs
+    return rfs
 
 
 def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
@@ -205,9 +252,10 @@ def _cmd_generate(args: argparse.Namespace) -> None:
 
     rfs = _open(args)
     options = _options(args)
-    prototype = args.prototype or ensure_sample()
+    layers = args.layers or [ensure_sample()]
+    options = _with_configured_options(rfs, options, len(layers), args.read_only)
     started = time.monotonic()
-    root = rfs.generate(prototype, **options)
+    root = rfs.generate(*layers, read_only=args.read_only, **options)
     seconds = time.monotonic() - started
     instance = rfs.instance(root)
     assert instance is not None
@@ -216,10 +264,33 @@ def _cmd_generate(args: argparse.Namespace) -> None:
         "id": instance.id,
         "backend": instance.backend,
         "prototype": instance.prototype,
+        "layers": instance.layers,
+        "read_only": instance.read_only,
         "options": instance.options,
         "seconds": round(seconds, 6),
     }
     _emit(args, data, root)
+
+
+def _with_configured_options(
+    rfs: RootFS, options: dict[str, str], layers: int, read_only: bool
+) -> dict[str, str]:
+    """``options`` (the command line's) over the configuration file's
+    defaults for the backend that will be used (``[options.NAME]``). The
+    backend is chosen first only when the file has such defaults at all."""
+    from rootfs_core.selection import default_options, read_config
+
+    if not read_config().options:
+        return options
+    name = rfs.selected_backend(layers=layers, read_only=read_only)
+    info = rfs._get_registry().get(name).info
+    return {**default_options(name, info.options if info else {}), **options}
+
+
+def _cmd_usage(args: argparse.Namespace) -> None:
+    found = _open(args).usage(args.root)
+    data = {"id": found.id, "bytes": found.bytes, "inodes": found.inodes}
+    _emit(args, data, f"{found.bytes} bytes in {found.inodes} inodes")
 
 
 def _cmd_remove(args: argparse.Namespace) -> int:
@@ -246,41 +317,194 @@ def _cmd_remove(args: argparse.Namespace) -> int:
     return 1 if any("error" in r for r in results) else 0
 
 
+def _created_at(epoch: float) -> str | None:
+    """ISO 8601 in UTC (``2026-12-01T22:41:07+00:00``); None when unknown
+    (a damaged record)."""
+    if not epoch:
+        return None
+    import datetime
+
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).isoformat(timespec="seconds")
+
+
+def _age(epoch: float, now: float) -> str:
+    """``42s``, ``5m``, ``3h``, ``12d``: how long ago; ``-`` when unknown."""
+    if not epoch:
+        return "-"
+    seconds = max(0, int(now - epoch))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns padded to their widest cell, two spaces apart; the last one
+    (a path, often long) is not padded."""
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header) - 1)]
+    return "\n".join(
+        "  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[-1]]).rstrip()
+        for row in (header, *rows)
+    )
+
+
+def _instance_json(i: Instance) -> dict[str, Any]:
+    return {
+        "id": i.id,
+        "root": i.root,
+        "backend": i.backend,
+        "prototype": i.prototype,
+        "state": i.state,
+        "created": i.created,
+        "created_at": _created_at(i.created),
+        "options": i.options,
+        "layers": i.layers,
+        "read_only": i.read_only,
+    }
+
+
 def _cmd_list(args: argparse.Namespace) -> None:
     instances = _open(args).instances()
-    rows = [
-        {
-            "id": i.id,
-            "root": i.root,
-            "backend": i.backend,
-            "prototype": i.prototype,
-            "state": i.state,
-            "created": i.created,
-            "options": i.options,
+    backend = getattr(args, "backend", None)  # the command line's only: a filter here
+    if backend is not None:
+        instances = [i for i in instances if i.backend == backend]
+    if args.state is not None:
+        instances = [i for i in instances if i.state == args.state]
+    if args.prototype is not None:
+        wanted = {args.prototype, os.path.realpath(args.prototype)}
+        instances = [i for i in instances if i.prototype in wanted]
+    if args.quiet:
+        if instances:
+            print("\n".join(i.id for i in instances))
+        return
+    now = time.time()
+    rows = []
+    for i in instances:
+        prototype = i.prototype + (f" (+{len(i.layers) - 1} layers)" if len(i.layers) > 1 else "")
+        rows.append([i.id, i.state, i.backend or "?", _age(i.created, now), i.root, prototype])
+    header = ["ID", "STATE", "BACKEND", "AGE", "ROOT", "PROTOTYPE"]
+    # Nothing at all when there is nothing (as before the header existed).
+    _emit(args, [_instance_json(i) for i in instances], _table(header, rows) if rows else "")
+
+
+def _mount_table() -> dict[str, str]:
+    """Mount point -> filesystem type, as this mount namespace shows them
+    (the last mount on a point is the one seen)."""
+    import re
+
+    found: dict[str, str] = {}
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as fh:
+            for line in fh:
+                fields = line.split()
+                dash = fields.index("-")
+                point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+                found[point] = fields[dash + 1]
+    except (OSError, ValueError, IndexError):
+        pass
+    return found
+
+
+def _cmd_inspect(args: argparse.Namespace) -> None:
+    """The instance as ``list`` shows it, and what only its record knows:
+    the mounts it consists of (from its journal), each with whether it is
+    mounted now, and the FUSE daemons behind them; its usage."""
+    from rootfs_core.errors import ErrorId, RootFSError
+    from rootfs_core.store import Store
+    from rootfs_core.teardown import process_start
+
+    rfs = _open(args)
+    instance = rfs.instance(args.root)
+    record = Store(rfs.base_dir).read(instance.id) if instance is not None else None
+    if instance is None or record is None:
+        raise RootFSError(
+            ErrorId.ErrNoSuchRoot,
+            f"no instance {args.root!r} in {rfs.base_dir} (never generated, or removed already)",
+        )
+    table = _mount_table()
+    daemons = {step.path: step.detail for step in record.steps if step.op == "daemon"}
+    mounts: list[dict[str, Any]] = []
+    for step in record.steps:
+        if step.op not in ("mount", "fuse-mount"):
+            continue
+        try:
+            mounted = rfs.syscalls.is_mountpoint(step.path)
+        except OSError:
+            mounted = False
+        mount: dict[str, Any] = {
+            "path": step.path,
+            "kind": step.op,
+            "mounted": mounted,
+            "fstype": table.get(step.path) if mounted else None,
         }
-        for i in instances
+        if step.op == "fuse-mount":
+            pid, _, start = daemons.get(step.path, "").partition(":")
+            mount["daemon"] = (
+                {"pid": int(pid), "running": process_start(int(pid)) == start} if pid.isdigit() else None
+            )
+        mounts.append(mount)
+    usage = None
+    try:
+        found = rfs.usage(instance.id)
+        usage = {"bytes": found.bytes, "inodes": found.inodes}
+    except (RootFSError, OSError):
+        pass
+    data = {**_instance_json(instance), "mounts": mounts, "usage": usage}
+
+    created = _created_at(instance.created)
+    lines = [
+        f"id          {instance.id}",
+        f"root        {instance.root}",
+        f"state       {instance.state}",
+        f"backend     {instance.backend or '?'}",
+        f"prototype   {instance.prototype or '?'}",
     ]
-    lines = [f"{i.id}  {i.state:<10}  {i.backend:<10}  {i.root}  <- {i.prototype}" for i in instances]
-    _emit(args, rows, "\n".join(lines))
+    lines += [f"layer       {layer}" for layer in instance.layers[1:]]
+    lines += [
+        f"read-only   {'yes' if instance.read_only else 'no'}",
+        "options     " + (" ".join(f"{k}={v}" for k, v in sorted(instance.options.items())) or "-"),
+        f"created     {created} ({_age(instance.created, time.time())} ago)" if created else "created     ?",
+    ]
+    if usage is not None:
+        from rootfs_core.progress import human
+
+        lines.append(f"usage       {human(usage['bytes'])} in {usage['inodes']} inodes")
+    lines.append("mounts" + ("" if mounts else "      none"))
+    for mount in mounts:
+        state = "mounted" if mount["mounted"] else "unmounted"
+        kind = mount["fstype"] or mount["kind"]
+        daemon = mount.get("daemon")
+        extra = f"  (daemon {daemon['pid']}{'' if daemon['running'] else ', gone'})" if daemon else ""
+        lines.append(f"  {state:<9}  {kind:<10}  {mount['path']}{extra}")
+    _emit(args, data, "\n".join(lines))
+
+
+def _without_probe_paths(text: str, base_dir: str) -> str:
+    """``text`` with the paths of throw-away probe instances (``BASE/ID/...``,
+    a new ID for each probe) shortened to ``<probe>/...``: they no longer
+    exist when the reason is read, and only make it longer."""
+    import re
+
+    return re.sub(re.escape(base_dir.rstrip("/")) + r"/[0-9a-f]{12}(?![0-9a-f])", "<probe>", text)
 
 
 def _cmd_backends(args: argparse.Namespace) -> None:
+    """The JSON keys are ``BackendStatus``'s fields, with the same names and
+    values, plus the installed ``distribution`` and ``entry_point`` (the
+    same as ``target``, under its first name)."""
+    import dataclasses
+
     from rootfs_core.registry import distributions_by_backend
 
-    statuses = _open(args).backends()
+    rfs = _open(args)
+    statuses = rfs.backends()
     distributions = distributions_by_backend()
-    rows = [
-        {
-            "name": s.name,
-            "priority": s.priority,
-            "supported": s.supported,
-            "reason": s.reason,
-            "selected": s.selected,
-            "distribution": distributions.get(s.name),
-            "entry_point": s.target,
-        }
-        for s in statuses
-    ]
+    rows = []
+    for status in statuses:
+        row = dataclasses.asdict(status)
+        if row["reason"] is not None:
+            row["reason"] = _without_probe_paths(row["reason"], rfs.base_dir)
+        rows.append({**row, "distribution": distributions.get(status.name), "entry_point": status.target})
     lines = []
     for row in rows:
         mark = "*" if row["selected"] else " "
@@ -294,6 +518,221 @@ def _cmd_backends(args: argparse.Namespace) -> None:
     _emit(args, rows, "\n".join(lines))
 
 
+def _cmd_completion(args: argparse.Namespace) -> int:
+    """Print a completion script, or (for the scripts) what completes now:
+    the ids of the instances in the base directory, the installed backends.
+    Those lookups print nothing rather than fail, and never create, sweep or
+    probe anything."""
+    if args.list_ids:
+        _print_ids(args)
+        return 0
+    if args.list_backends:
+        from rootfs_core.registry import distributions_by_backend
+
+        names = sorted(distributions_by_backend())
+        if names:
+            print("\n".join(names))
+        return 0
+    if args.shell is None:
+        raise _UsageError("which shell? rootfs completion bash|zsh")
+    print(_completion_script(args.shell), end="")
+    return 0
+
+
+def _print_ids(args: argparse.Namespace) -> None:
+    from rootfs_core.core import RootFS
+    from rootfs_core.errors import RootFSError
+    from rootfs_core.selection import load_config
+
+    try:
+        base = (
+            getattr(args, "base_dir", None)
+            or os.environ.get("ROOTFS_BASE_DIR")
+            or load_config().get("base_dir")
+            or DEFAULT_BASE_DIR
+        )
+        if not os.path.isdir(base):
+            return
+        ids = [i.id for i in RootFS(base, sweep=False).instances()]
+    except (RootFSError, OSError):
+        return
+    if ids:
+        print("\n".join(ids))
+
+
+def _completion_script(shell: str) -> str:
+    """The script, from the parser itself, so it knows every command and option."""
+    parser = _parser()
+    commands: dict[str, argparse.ArgumentParser] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            commands = dict(action.choices)
+
+    def options(p: argparse.ArgumentParser) -> list[str]:
+        return sorted(o for a in p._actions if a.help != argparse.SUPPRESS for o in a.option_strings)
+
+    valued = sorted(
+        {
+            o
+            for p in (parser, *commands.values())
+            for a in p._actions
+            if a.nargs != 0 and a.option_strings
+            for o in a.option_strings
+        }
+    )
+    per_command = {name: " ".join(options(p)) for name, p in commands.items()}
+    names = " ".join(commands)
+    if shell == "bash":
+        cases = "\n".join(f'            {name}) words="{opts}" ;;' for name, opts in per_command.items())
+        return _BASH.format(
+            commands=names,
+            globals=" ".join(options(parser)),
+            valued="|".join(valued),
+            cases=cases,
+            states=" ".join(STATES),
+        )
+    cases = "\n".join(f"        {name}) compadd -- {opts} ;;" for name, opts in per_command.items())
+    return _ZSH.format(
+        commands=names,
+        globals=" ".join(options(parser)),
+        valued="|".join(valued),
+        cases=cases,
+        states=" ".join(STATES),
+    )
+
+
+_BASH = """\
+# bash completion for rootfs: commands, options, and the ids of instances.
+# Load it with: source <(rootfs completion bash)
+# or install it: rootfs completion bash > /etc/bash_completion.d/rootfs
+_rootfs_complete() {{
+    local cur="${{COMP_WORDS[COMP_CWORD]}}" prev="${{COMP_WORDS[COMP_CWORD-1]}}"
+    local cmd="" word words i
+    local -a base=()
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        word="${{COMP_WORDS[i]}}"
+        case "$word" in
+            --base-dir) base=(--base-dir "${{COMP_WORDS[i+1]}}"); ((i++)) ;;
+            --base-dir=*) base=("$word") ;;
+            {valued}) ((i++)) ;;
+            -*) ;;
+            *) [[ -z "$cmd" ]] && cmd="$word" ;;
+        esac
+    done
+    case "$prev" in
+        --base-dir|--prototype) compopt -o filenames; COMPREPLY=($(compgen -d -- "$cur")); return ;;
+        --backend)
+            words="$("${{COMP_WORDS[0]}}" completion --list-backends 2>/dev/null)"
+            COMPREPLY=($(compgen -W "$words" -- "$cur")); return ;;
+        --state) COMPREPLY=($(compgen -W "{states}" -- "$cur")); return ;;
+        {valued}) return ;;
+    esac
+    if [[ -z "$cmd" ]]; then
+        if [[ "$cur" == -* ]]; then words="{globals}"; else words="{commands}"; fi
+        COMPREPLY=($(compgen -W "$words" -- "$cur")); return
+    fi
+    if [[ "$cur" == -* ]]; then
+        case "$cmd" in
+{cases}
+            *) words="" ;;
+        esac
+        COMPREPLY=($(compgen -W "$words" -- "$cur")); return
+    fi
+    case "$cmd" in
+        remove|inspect|usage)
+            words="$("${{COMP_WORDS[0]}}" "${{base[@]}}" completion --list-ids 2>/dev/null)"
+            COMPREPLY=($(compgen -W "$words" -- "$cur")) ;;
+        generate|sample) compopt -o filenames; COMPREPLY=($(compgen -d -- "$cur")) ;;
+        completion) COMPREPLY=($(compgen -W "bash zsh" -- "$cur")) ;;
+        unit) COMPREPLY=($(compgen -W "gc" -- "$cur")) ;;
+    esac
+}}
+complete -F _rootfs_complete rootfs
+"""
+
+_ZSH = """\
+#compdef rootfs
+# zsh completion for rootfs: commands, options, and the ids of instances.
+# Load it with: source <(rootfs completion zsh)   (after compinit)
+# or install it as _rootfs in a directory of $fpath:
+#   rootfs completion zsh > "${{fpath[1]}}/_rootfs"
+_rootfs() {{
+    local cmd="" word prev="${{words[CURRENT-1]}}" i
+    local -a base found
+    for ((i = 2; i < CURRENT; i++)); do
+        word="${{words[i]}}"
+        case "$word" in
+            --base-dir) base=(--base-dir "${{words[i+1]}}"); ((i++)) ;;
+            --base-dir=*) base=("$word") ;;
+            ({valued}) ((i++)) ;;
+            -*) ;;
+            *) [[ -z "$cmd" ]] && cmd="$word" ;;
+        esac
+    done
+    case "$prev" in
+        --base-dir|--prototype) _files -/; return ;;
+        --backend)
+            found=(${{(f)"$(${{words[1]}} completion --list-backends 2>/dev/null)"}})
+            compadd -a found; return ;;
+        --state) compadd -- {states}; return ;;
+        ({valued}) return ;;
+    esac
+    if [[ -z "$cmd" ]]; then
+        if [[ "$PREFIX" == -* ]]; then compadd -- {globals}; else compadd -- {commands}; fi
+        return
+    fi
+    if [[ "$PREFIX" == -* ]]; then
+        case "$cmd" in
+{cases}
+        esac
+        return
+    fi
+    case "$cmd" in
+        remove|inspect|usage)
+            found=(${{(f)"$(${{words[1]}} $base completion --list-ids 2>/dev/null)"}})
+            compadd -a found ;;
+        generate|sample) _files -/ ;;
+        completion) compadd -- bash zsh ;;
+        unit) compadd -- gc ;;
+    esac
+}}
+if [[ "${{zsh_eval_context[-1]}}" == loadautofunc ]]; then
+    _rootfs "$@"
+else
+    compdef _rootfs rootfs
+fi
+"""
+
+
+def _cmd_unit(args: argparse.Namespace) -> None:
+    """The shipped unit, its command made the absolute one of this
+    installation (systemd looks for a bare name only in /usr/local/bin,
+    /usr/bin and the like, where a virtualenv's ``rootfs`` is not), and
+    its base directory the one of ``--base-dir`` if given there."""
+    import re
+    from importlib.resources import files
+
+    text = files("rootfs_core").joinpath("data", f"rootfs-{args.name}.service").read_text(encoding="utf-8")
+    base = getattr(args, "base_dir", None)
+    if base is not None:
+        base = os.path.normpath(os.path.abspath(base))
+        if not re.fullmatch(r"[A-Za-z0-9/._+-]+", base):
+            raise _UsageError(f"a unit's base directory must be a plain path, not {base!r}")
+        text = text.replace(DEFAULT_BASE_DIR, base)
+    print(text.replace("ExecStart=rootfs ", f"ExecStart={_this_command()} ", 1), end="")
+
+
+def _this_command() -> str:
+    """How systemd can run this very installation's ``rootfs``."""
+    import shlex
+    import sysconfig
+
+    script = os.path.join(sysconfig.get_path("scripts"), "rootfs")
+    if os.access(script, os.X_OK):
+        return shlex.quote(script)
+    return f"{shlex.quote(sys.executable)} -m rootfs_core"
+
+
 def _cmd_gc(args: argparse.Namespace) -> int:
     report = _open(args, sweep=False).gc(dry_run=args.dry_run)
     verb = "would clean up" if args.dry_run else "cleaned up"
@@ -302,7 +741,7 @@ def _cmd_gc(args: argparse.Namespace) -> int:
     lines += [f"{verb} orphan directory {p}" for p in report.orphans]
     lines += [f"kept {i}: copies of its mounts live on in other mount namespaces" for i in report.waiting]
     for what, why in report.failed.items():
-        print(f"rootfs: could not clean up {what}: {why}", file=sys.stderr)
+        print(f"rootfs: {why} (while cleaning up {what})", file=sys.stderr)
     data = {
         "dry_run": args.dry_run,
         "instances": report.instances,
@@ -342,15 +781,81 @@ def _error_json(exc: RootFSError) -> dict[str, str]:
     return {"error": exc.error_id.name, "message": text[len(prefix) :] if text.startswith(prefix) else text}
 
 
+def _explained(exc: RootFSError, args: argparse.Namespace) -> tuple[dict[str, str], str]:
+    """The JSON of a failure, and its text for stderr (after the id).
+
+    ``ErrNoSupportedBackend`` gets one line per backend with its reason,
+    wrapped at 80 columns, and the reasons of probes (there and in
+    ``ErrBackendUnsupported``) lose the paths of their throw-away instances.
+    """
+    from rootfs_core.errors import ErrorId
+
+    data = _error_json(exc)
+    rfs = getattr(args, "opened", None)
+    if rfs is None or exc.error_id not in (ErrorId.ErrNoSupportedBackend, ErrorId.ErrBackendUnsupported):
+        return data, data["message"]
+    message = _without_probe_paths(data["message"], rfs.base_dir)
+    reasons = _reasons_by_backend(message, list(rfs._get_registry().backends))
+    if reasons is None:
+        return {**data, "message": message}, message
+    import textwrap
+
+    head = "no installed backend works here:"
+    lines = [f"{name}: {reason}" for name, reason in reasons]
+    shown = [
+        textwrap.fill(
+            line,
+            width=80,
+            initial_indent="  ",
+            subsequent_indent="      ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+        for line in lines
+    ]
+    one_per_line = "\n".join([head, *(f"  {line}" for line in lines)])  # unwrapped, for scripts
+    return {**data, "message": one_per_line}, "\n".join([head, *shown])
+
+
+def _reasons_by_backend(message: str, names: list[str]) -> list[tuple[str, str]] | None:
+    """``[(backend, reason)]`` from the core's ``no supported backend (A:
+    why; B: why)``, split only where a known backend's name follows (a
+    reason may hold "; " itself); None if the message is not of that form."""
+    import re
+
+    found = re.fullmatch(r"no supported backend \((.*)\)", message, re.DOTALL)
+    if found is None or not names:
+        return None
+    alternatives = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+    parts = re.split(rf"; (?=(?:{alternatives}): )", found.group(1))
+    reasons = []
+    for part in parts:
+        name = next((n for n in sorted(names, key=len, reverse=True) if part.startswith(f"{n}: ")), None)
+        if name is None:
+            return None
+        reasons.append((name, part[len(name) + 2 :]))
+    return reasons
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int | None]] = {
     "generate": _cmd_generate,
+    "usage": _cmd_usage,
     "remove": _cmd_remove,
     "list": _cmd_list,
     "backends": _cmd_backends,
     "gc": _cmd_gc,
     "sample": _cmd_sample,
     "demo": _cmd_demo,
+    "inspect": _cmd_inspect,
+    "completion": _cmd_completion,
+    "unit": _cmd_unit,
 }
+
+
+def _command(name: str) -> Callable[[argparse.Namespace], int | None]:
+    from rootfs_core import cli_layers
+
+    return _COMMANDS.get(name) or cli_layers.COMMANDS[name]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -370,15 +875,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rootfs_core.errors import RootFSError
 
     try:
-        status = _COMMANDS[args.command](args)
+        try:
+            status = _command(args.command)(args)
+        finally:
+            display = getattr(args, "display", None)
+            if display is not None:
+                display.close()  # a copy's progress line, before any message
     except _UsageError as exc:
         parser.error(str(exc))
     except RootFSError as exc:
+        data, shown = _explained(exc, args)
         if getattr(args, "json", False):
             # Scripts that asked for JSON get their failure as JSON too, on
             # stdout, one line; people still get the line on stderr.
-            print(json.dumps(_error_json(exc)))
-        print(f"rootfs: {exc}", file=sys.stderr)
+            print(json.dumps(data))
+        print(f"rootfs: {exc.error_id.name}: {shown}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("rootfs: interrupted", file=sys.stderr)

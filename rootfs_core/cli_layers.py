@@ -37,7 +37,9 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     shown.add_argument("--json", action="store_true", help="print a JSON array")
     shown.add_argument("-q", "--quiet", action="store_true", help="print the ids only, one a line")
 
-    rm = sub.add_parser("layer-rm", parents=[common], help="delete stored layers no instance uses")
+    one = sub.add_parser("layer", parents=[common], help="act on stored layers (rm)")
+    what = one.add_subparsers(dest="layer_command", required=True, metavar="ACTION")
+    rm = what.add_parser("rm", parents=[common], help="delete stored layers no instance uses")
     rm.add_argument("layers", metavar="LAYER_ID", nargs="+", type=_nonempty)
     rm.add_argument("--json", action="store_true", help="print a JSON object")
 
@@ -129,5 +131,5 @@ def _age(seconds: float) -> str:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int | None]] = {
     "commit": _cmd_commit,
     "layers": _cmd_layers,
-    "layer-rm": _cmd_layer_rm,
+    "layer": _cmd_layer_rm,  # its one action, rm
 }

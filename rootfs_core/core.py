@@ -32,7 +32,7 @@ from rootfs_core.errors import ErrorId, ImplErrorId, RootFSError
 from rootfs_core.hookspecs import PROBE_PROTOTYPE, Probe
 from rootfs_core.layerstore import LayerStore
 from rootfs_core.registry import Registry
-from rootfs_core.selection import ProbeCache, forced_backend
+from rootfs_core.selection import ProbeCache, default_options, forced_backend
 from rootfs_core.store import Claim, Record, Step, Store, is_instance_id
 from rootfs_core.syscalls import LinuxSyscalls, ProgressCallback, Syscalls
 from rootfs_core.usage import Usage, measure
@@ -152,6 +152,9 @@ class RootFS:
             self._check_prototype(self._stored_layer(os.fspath(layer))) for layer in (prototype, *layers)
         ]
         name = self.selected_backend(layers=len(stack), read_only=read_only)
+        info = self._get_registry().get(name).info
+        # The configuration file's [options.NAME] table, under the caller's own.
+        options = {**default_options(name, info.options if info else {}), **options}
         return self._build(name, stack, read_only, self._check_options(name, options))
 
     def remove(self, root_or_id: str | os.PathLike[str], *, missing_ok: bool = False) -> bool:
@@ -246,8 +249,14 @@ class RootFS:
                 root = self._store.root_of(instance_id)
                 found.append(Instance(instance_id, root, "", "", "incomplete", 0.0, {}))
                 continue
-            if record is not None:  # else removed meanwhile
-                found.append(self._describe(record))
+            if record is None:
+                continue  # removed meanwhile
+            described = self._describe(record)
+            if described.state in ("ready", "unmounted") and not os.path.lexists(
+                self._store.record_path(instance_id)
+            ):
+                continue  # finished and removed between the record's read and the marker's look
+            found.append(described)
         return sorted(found, key=lambda i: (i.created, i.id))
 
     def _describe(self, record: Record) -> Instance:

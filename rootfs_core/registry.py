@@ -6,18 +6,22 @@ own: one that fails to import is recorded with its error and skipped, so one
 broken distribution never hides the others (pluggy's own loader stops at the
 first failure).
 pluggy then registers each loaded plugin, which validates its hooks against
-``hookspecs.BackendSpec``, and calls them. A plugin that fails validation, or
+``hookspecs.BackendSpec``, and calls them. A plugin that fails validation,
+has a ``rootfs_*`` function that would never be called (a misspelt hook,
+which pluggy accepts, or one without ``@hookimpl``, which it ignores), or
 describes itself wrongly, is recorded as broken too.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib
 import json
 import logging
 import os
 import sys
+import types
 from collections.abc import Mapping
 from typing import Any
 
@@ -89,6 +93,11 @@ class Registry:
             self._pm.register(plugin, name=name)
         except (pluggy.PluginValidationError, ValueError) as exc:
             return Backend(name, target, error=f"invalid hooks: {exc}")
+        unknown = self._unknown_hooks(plugin)
+        if unknown:
+            # Unregistered, so it is never called and no hook caller keeps it.
+            self._pm.unregister(plugin)
+            return Backend(name, target, error=unknown)
         implemented = {impl.name for impl in self._pm.get_hookcallers(plugin) or []}
         missing = [hook for hook in _REQUIRED_HOOKS if hook not in implemented]
         self._plugins[name] = plugin
@@ -106,6 +115,41 @@ class Registry:
                 f"{hookspecs.PRIORITY_RANGE.start}..{hookspecs.PRIORITY_RANGE.stop - 1}, got {info!r}",
             )
         return Backend(name, target, info=info)
+
+    def _unknown_hooks(self, plugin: object) -> str | None:
+        """Why ``plugin`` has a ``rootfs_*`` function that would never be
+        called (None: it has none), as pluggy's ``check_pending`` would say
+        and more: a misspelt optional hook (``rootfs_remov``) is accepted by
+        pluggy's ``register`` and then silently skipped, and so is a hook
+        whose name is right but which lacks ``@hookimpl``. Both would leave
+        undone what the backend meant to do (release a helper, say), so the
+        backend is reported broken instead. An implementation marked
+        ``@hookimpl(optionalhook=True)`` may name a hook this core lacks (one
+        of a newer core), as in pluggy."""
+        specs = {n for n in dir(hookspecs.BackendSpec) if n.startswith(hookspecs.PROJECT + "_")}
+        registered = {impl.name for impl in self._pm.get_hookcallers(plugin) or []}
+        problems = []
+        for attr in sorted(dir(plugin)):
+            if not attr.startswith(hookspecs.PROJECT + "_"):
+                continue
+            try:
+                value = getattr(plugin, attr)
+            except Exception:  # a property that fails is no hook
+                continue
+            if isinstance(value, types.ModuleType) or not callable(value):
+                continue  # ``import rootfs_core`` in a backend module, say
+            opts = self._pm.parse_hookimpl_opts(plugin, attr)
+            if attr not in specs:
+                if opts is not None and opts.get("optionalhook"):
+                    continue
+                close = difflib.get_close_matches(attr, sorted(specs), n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                problems.append(f"unknown hook {attr}{hint}")
+            elif attr not in registered:
+                problems.append(f"{attr} is not marked @hookimpl")
+        if not problems:
+            return None
+        return f"{'; '.join(problems)}: hooks are {', '.join(sorted(specs))}"
 
     def get(self, name: str) -> Backend:
         """The usable backend of that name, or an ``ErrUnknownBackend`` error."""

@@ -2,7 +2,8 @@
 
 A forced choice comes from, in order, the ``backend`` argument (``--backend``),
 the ``ROOTFS_BACKEND`` variable, or ``backend = "..."`` in the configuration
-file (``/etc/rootfs/config.toml``, or the path in ``ROOTFS_CONFIG``). A forced
+file (``/etc/rootfs/config.toml``, or the path in ``ROOTFS_CONFIG``; every
+key it may hold is in docs/configuration.md). A forced
 backend is still probed, so it fails with its reason instead of half-way
 through a mount. Successful probe verdicts are cached per backend,
 base-directory filesystem and user under ``/run`` and keyed by the boot id,
@@ -13,11 +14,13 @@ root's backend.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import logging
 import os
 import stat
+from collections.abc import Iterable
 
 from rootfs_core.errors import ErrorId, RootFSError
 from rootfs_core.hookspecs import Probe
@@ -25,21 +28,38 @@ from rootfs_core.hookspecs import Probe
 log = logging.getLogger("rootfs")
 
 DEFAULT_CONFIG = "/etc/rootfs/config.toml"
-_CONFIG_KEYS = {"backend", "base_dir"}
+_SETTINGS = ("backend", "base_dir", "cache_dir")  # string settings; "options" is a table of tables
+_CONFIG_KEYS = {*_SETTINGS, "options"}
 _CONFIG_MAX = 64 * 1024  # a configuration is a few lines: anything bigger is a mistake
 
 
-def load_config() -> dict[str, str]:
-    """The configuration file's settings; a missing file means none.
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The configuration file, checked: docs/configuration.md lists its keys."""
 
-    ``ROOTFS_CONFIG`` names the file ("" counts as unset). Only a regular
-    file of at most 64 KiB is read: a FIFO, a device or a directory named by
-    mistake is an ``ErrConfig`` error, never a hang or an endless read.
+    path: str  # the file read (or that would be: a missing file means no settings)
+    settings: dict[str, str]  # backend, base_dir, cache_dir, as given
+    options: dict[str, dict[str, str]]  # [options.NAME]: backend -> option -> value
+
+
+def config_path() -> str:
+    """``ROOTFS_CONFIG`` ("" counts as unset), else ``/etc/rootfs/config.toml``."""
+    return os.environ.get("ROOTFS_CONFIG") or DEFAULT_CONFIG
+
+
+def read_config() -> Config:
+    """The configuration file, checked; a missing file means none.
+
+    Only a regular file of at most 64 KiB is read: a FIFO, a device or a
+    directory named by mistake is an ``ErrConfig`` error, never a hang or an
+    endless read. Every error names the file, and the key when one is wrong:
+    an unknown key, a setting that is not a string, an ``options`` entry
+    that is not a table of strings.
     """
-    path = os.environ.get("ROOTFS_CONFIG") or DEFAULT_CONFIG
+    path = config_path()
     raw = _read_config(path)
     if raw is None:
-        return {}  # the usual case: skip even importing the TOML parser
+        return Config(path, {}, {})  # the usual case: skip even importing the TOML parser
     import tomllib
 
     try:
@@ -48,11 +68,56 @@ def load_config() -> dict[str, str]:
         raise RootFSError(ErrorId.ErrConfig, f"cannot read configuration {path}", cause=exc) from exc
     unknown = set(data) - _CONFIG_KEYS
     if unknown:
-        raise RootFSError(ErrorId.ErrConfig, f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
-    bad = [k for k, v in data.items() if not isinstance(v, str)]
+        raise RootFSError(
+            ErrorId.ErrConfig,
+            f"{path}: unknown setting(s) {', '.join(sorted(unknown))} "
+            f"(known: {', '.join(sorted(_CONFIG_KEYS))})",
+        )
+    bad = [k for k in _SETTINGS if k in data and not isinstance(data[k], str)]
     if bad:
         raise RootFSError(ErrorId.ErrConfig, f"{path}: setting(s) {', '.join(bad)} must be strings")
-    return data
+    tables = data.get("options", {})
+    if not isinstance(tables, dict):
+        raise RootFSError(
+            ErrorId.ErrConfig, f"{path}: options must be tables, one per backend ([options.NAME])"
+        )
+    options: dict[str, dict[str, str]] = {}
+    for backend, table in tables.items():
+        if not isinstance(table, dict):
+            raise RootFSError(
+                ErrorId.ErrConfig, f'{path}: options.{backend} must be a table of KEY = "VALUE" lines'
+            )
+        bad = [f"options.{backend}.{k}" for k, v in table.items() if not isinstance(v, str)]
+        if bad:
+            raise RootFSError(ErrorId.ErrConfig, f"{path}: setting(s) {', '.join(bad)} must be strings")
+        options[backend] = dict(table)
+    return Config(path, {k: data[k] for k in _SETTINGS if k in data}, options)
+
+
+def load_config() -> dict[str, str]:
+    """The configuration file's string settings (``backend``, ``base_dir``,
+    ``cache_dir``); a missing file means none. See ``read_config``."""
+    return read_config().settings
+
+
+def default_options(backend: str, accepted: Iterable[str]) -> dict[str, str]:
+    """The options the configuration file gives ``backend`` by default
+    (``[options.NAME]``), which a caller's own options override. One the
+    backend does not accept (``accepted``) is an ``ErrConfig`` error naming
+    the key and the file; tables for backends other than ``backend`` are
+    not looked at (they need not be installed)."""
+    config = read_config()
+    table = config.options.get(backend, {})
+    known = set(accepted)
+    unknown = sorted(set(table) - known)
+    if unknown:
+        keys = ", ".join(f"options.{backend}.{key}" for key in unknown)
+        raise RootFSError(
+            ErrorId.ErrConfig,
+            f"{config.path}: {keys}: backend {backend!r} has no such option "
+            f"(it accepts: {', '.join(sorted(known)) or 'none'})",
+        )
+    return dict(table)
 
 
 def _read_config(path: str) -> bytes | None:
@@ -122,6 +187,8 @@ def _boot_id() -> str:
 def _cache_root() -> str | None:
     """The top directory of every cache, None when caching is off."""
     configured = os.environ.get("ROOTFS_CACHE")
+    if configured is None:
+        configured = load_config().get("cache_dir")
     if configured is not None:
         return configured or None
     if os.geteuid() == 0:
@@ -132,8 +199,9 @@ def _cache_root() -> str | None:
 
 def cache_dir(kind: str) -> str | None:
     """Where rootfs keeps a cache of ``kind`` (``probes``, ``entry-points``):
-    under ``ROOTFS_CACHE`` if set ("" turns caching off), else ``/run/rootfs``
-    for root or ``$XDG_RUNTIME_DIR/rootfs``: places a reboot empties."""
+    under ``ROOTFS_CACHE`` if set, else ``cache_dir`` of the configuration
+    file if set ("" in either turns caching off), else ``/run/rootfs`` for
+    root or ``$XDG_RUNTIME_DIR/rootfs``: places a reboot empties."""
     root = _cache_root()
     return os.path.join(root, kind) if root else None
 

@@ -79,8 +79,8 @@ def test_usage_errors_stay_human_with_json(cli_env: None, base_dir: str) -> None
 @pytest.mark.parametrize(
     ("args", "what"),
     [
-        (["--base-dir", "BASE", "generate", ""], "argument prototype"),
-        (["--base-dir", "BASE", "generate", "", "--json"], "argument prototype"),
+        (["--base-dir", "BASE", "generate", ""], "argument LAYER"),
+        (["--base-dir", "BASE", "generate", "", "--json"], "argument LAYER"),
         (["--base-dir", "", "list"], "argument --base-dir"),
         (["list", "--base-dir", ""], "argument --base-dir"),
         (["--base-dir", "BASE", "--backend", "", "generate", "PROTO"], "argument --backend"),

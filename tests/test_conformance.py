@@ -43,6 +43,8 @@ def test_runner_passes_a_conforming_backend() -> None:
 
 
 def test_runner_fails_for_a_missing_backend() -> None:
+    """At once, with exit status 2, before any test runs (more in
+    tests/test_conformance_runner.py)."""
     out = _run("no-such-backend")
-    assert out.returncode != 0
-    assert "ErrUnknownBackend" in out.stdout
+    assert out.returncode == 2
+    assert "ErrUnknownBackend" in out.stderr and out.stdout == ""

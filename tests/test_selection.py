@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -115,6 +118,73 @@ def test_real_discovery_isolates_broken_plugins(base_dir: str, discovery_path: s
     names = {s.name: s for s in rfs.backends()}
     assert names["bindtest"].selected
     assert not names["bad-hooks"].supported
+
+
+def test_a_misspelt_or_unmarked_optional_hook_makes_a_backend_broken(
+    base_dir: str, discovery_path: str
+) -> None:
+    """``rootfs_remov`` (pluggy accepts an implementation of a hook nobody
+    specified) and a ``rootfs_remove`` without ``@hookimpl`` (pluggy ignores
+    it) would both load and never run: each backend is listed broken, naming
+    the hook, never probed, never selected, and cannot be forced."""
+    registry = Registry.discover()
+    misspelt = registry.backends["misspelt-hook"].error or ""
+    assert "unknown hook rootfs_remov (did you mean rootfs_remove?)" in misspelt
+    unmarked = registry.backends["unmarked-hook"].error or ""
+    assert "rootfs_remove is not marked @hookimpl" in unmarked
+    assert registry.backends["bindtest"].error is None  # the others still load
+    assert "misspelt-hook" not in [b.name for b in registry.by_priority()]
+    rfs = RootFS(base_dir, registry=registry)
+    statuses = {s.name: s for s in rfs.backends()}
+    assert statuses["misspelt-hook"].supported is False
+    assert statuses["misspelt-hook"].reason == misspelt
+    assert statuses["misspelt-hook"].priority is None
+    # Their probes would pass, and 360 and 355 outrank every in-test backend.
+    assert rfs.selected_backend() not in {"misspelt-hook", "unmarked-hook"}
+    with pytest.raises(RootFSError) as info:
+        RootFS(base_dir, registry=registry, backend="misspelt-hook").selected_backend()
+    assert info.value.error_id is ErrorId.ErrUnknownBackend
+    assert "rootfs_remov" in str(info.value)
+
+
+def test_an_optional_hook_of_a_newer_core_is_allowed(base_dir: str, discovery_path: str) -> None:
+    """pluggy's own escape hatch: ``@hookimpl(optionalhook=True)`` on a hook
+    this core does not specify is not a mistake."""
+    import types
+
+    from rootfs_core.hookspecs import hookimpl
+
+    module = types.ModuleType("future_backend")
+    bindtest = importlib.import_module("rootfs_testbackends.bindtest")
+    for hook in ("rootfs_backend_info", "rootfs_probe", "rootfs_generate"):
+        setattr(module, hook, getattr(bindtest, hook))
+
+    @hookimpl(optionalhook=True)
+    def rootfs_from_the_future() -> None:
+        raise AssertionError("never called")
+
+    module.rootfs_from_the_future = rootfs_from_the_future  # type: ignore[attr-defined]
+    module.rootfs_core = importlib.import_module("rootfs_core")  # type: ignore[attr-defined]
+    registry = Registry({"future": ("future_backend", module)}, {})
+    assert registry.backends["future"].error is None
+    assert RootFS(base_dir, registry=registry).selected_backend() == "future"
+
+
+def test_rootfs_backends_shows_the_misspelt_hook(base_dir: str, discovery_path: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "rootfs_core", "--base-dir", base_dir, "backends", "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        cwd="/",
+        env=dict(os.environ, ROOTFS_CONFIG="/nonexistent/config.toml"),
+    )
+    assert out.returncode == 0, out.stderr
+    rows = {row["name"]: row for row in json.loads(out.stdout)}
+    assert rows["misspelt-hook"]["supported"] is False
+    assert "unknown hook rootfs_remov" in rows["misspelt-hook"]["reason"]
+    assert rows["misspelt-hook"]["selected"] is False
 
 
 def test_probe_cache_keeps_successes_keyed_by_boot(

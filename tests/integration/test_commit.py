@@ -530,20 +530,16 @@ def test_a_failing_rename_or_attribute_change_keeps_the_instance(
 def test_the_command_line_handlers(
     base_dir: str, make_prototype: MakePrototype, capsys: pytest.CaptureFixture[str], cleanup: None
 ) -> None:
-    """``commit --json``, ``layers --json``/``-q``, ``layer-rm`` through
-    ``rootfs_core.cli_layers`` (its parsers on a parser of their own)."""
-    import argparse
+    """``rootfs commit --json``, ``layers --json``/``-q``, ``layer rm``
+    through the command's own entry point."""
     import json
 
-    from rootfs_core import cli, cli_layers
+    from rootfs_core import cli
 
     _probe_or_skip(base_dir, "overlayfs")
-    parser = argparse.ArgumentParser()
-    cli_layers.add_parsers(parser.add_subparsers(dest="command"), cli._common("force a backend"))
 
     def run(*argv: str) -> str:
-        args = parser.parse_args([*argv, "--base-dir", base_dir])
-        cli_layers.COMMANDS[args.command](args)
+        assert cli.main(["--base-dir", base_dir, *argv]) == 0
         return capsys.readouterr().out
 
     rfs = RootFS(base_dir, backend="overlayfs")
@@ -554,5 +550,5 @@ def test_the_command_line_handlers(
     [listed] = json.loads(run("layers", "--json"))
     assert (listed["id"], listed["path"], listed["instances"]) == (made["id"], made["layer"], [])
     assert run("layers", "-q").split() == [made["id"]]
-    assert json.loads(run("layer-rm", made["id"], "--json")) == {"id": made["id"], "removed": True}
+    assert json.loads(run("layer", "rm", made["id"], "--json")) == {"id": made["id"], "removed": True}
     assert run("layers", "-q") == ""
