@@ -269,6 +269,15 @@ class RootFS:
                 state = "ready" if self.syscalls.is_mountpoint(record.root) else "unmounted"
             except OSError:
                 state = "unmounted"
+            if state == "unmounted":
+                # A remove may have claimed and unmounted it since the marker
+                # was looked at: "unmounted" is only for mounts gone by
+                # themselves (a reboot), so look again.
+                fresh = self._store.read(record.id)
+                if fresh is not None and fresh.removing:
+                    state = "removing"
+                elif self._store.is_incomplete(record.id):
+                    state = "incomplete"
         return Instance(
             record.id,
             record.root,
@@ -653,10 +662,12 @@ class RootFS:
                 return False
             teardown.delete_all(record.steps, self.syscalls)
         except BaseException as exc:
-            if was_ready and not began and len(record.steps) == steps_before:
+            untouched = was_ready and not began and len(record.steps) == steps_before
+            if untouched:
                 record.removing = False  # the first undo failed: nothing was touched
-                claim.finish()
             self._store.write(record)
+            if untouched:
+                claim.finish()  # only once the record says so: a kill in between leaves it marked
             if isinstance(exc, RootFSError) or not isinstance(exc, Exception):
                 raise
             raise _as_rootfs_error(exc, record.backend) from exc

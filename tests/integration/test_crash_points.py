@@ -269,6 +269,7 @@ def test_a_record_left_empty_by_a_power_loss_is_swept(base_dir: str, content: by
     marker, and its record file with no complete header (written, not yet on
     disk). gc sweeps it, and nothing is left."""
     store = Store(base_dir)
+    store.ensure()  # state is made lazily, by the first generate
     instance_id = "0123456789ab"
     open(os.path.join(store.incomplete_dir, instance_id), "x").close()
     with open(os.path.join(store.records_dir, instance_id + ".json"), "xb") as fh:
@@ -278,12 +279,15 @@ def test_a_record_left_empty_by_a_power_loss_is_swept(base_dir: str, content: by
     assert_consistent(base_dir, {}, listed=[])
 
 
+@pytest.mark.parametrize("fail_at", [1, 2], ids=["first call", "second call"])
 def test_a_record_rewrite_killed_half_way_leaves_nothing(
-    base_dir: str, backend: str, prototype: str, monkeypatch: pytest.MonkeyPatch
+    base_dir: str, backend: str, prototype: str, monkeypatch: pytest.MonkeyPatch, fail_at: int
 ) -> None:
-    """A remove that fails half-way rewrites the record (what is left to
-    undo); killed inside that rewrite, just before the new record replaces
-    the old, it is swept by gc without a trace, not even a temporary file."""
+    """A remove that fails rewrites the record (what is left to undo, and
+    whether a removal took effect); killed inside that rewrite, just before
+    the new record replaces the old, it is swept by gc without a trace, not
+    even a temporary file. At its first call nothing was touched yet; at
+    its second the removal is half-way."""
     faulty = FaultySyscalls()
     rfs = RootFS(base_dir, backend=backend, syscalls=faulty)
     rfs.selected_backend()
@@ -300,7 +304,7 @@ def test_a_record_rewrite_killed_half_way_leaves_nothing(
 
         monkeypatch.setattr(os, "replace", replace)  # in the child only
         faulty.calls.clear()
-        faulty.fail_on = {1}  # the remove fails at once, and rewrites what is left
+        faulty.fail_on = {fail_at}  # the remove fails, and rewrites what is left
         rfs.remove(root)
 
     status = _die_in_child(act)

@@ -8,6 +8,7 @@ live mount.
 from __future__ import annotations
 
 import errno
+import json
 import os
 from collections.abc import Callable
 
@@ -54,13 +55,26 @@ def test_a_failing_root_unmount_deletes_nothing(
     assert tree_checksum(prototype) == checksum
     with open(os.path.join(prototype, "etc/hostname"), "rb") as fh:
         assert fh.read() == b"prototype\n"
-    assert [i.root for i in rfs.instances()] == [root]
+    # The root's unmount first (overlayfs): nothing was touched, it is still
+    # ready. After other unmounts (the quilt): a removal took effect.
+    half_removed = at != 1
+    assert [(i.root, i.state) for i in rfs.instances()] == [(root, "removing" if half_removed else "ready")]
     gc = run_cli(base_dir, "gc", "--json")  # finishes a half-removed quilt, leaves a ready overlay
     assert gc.returncode == 0, text(gc.stderr)
+    assert json.loads(gc.stdout)["instances"] == (
+        [os.path.basename(os.path.dirname(root))] if half_removed else []
+    )
     assert tree_checksum(prototype) == checksum
-    faulty.fail_on = set()
-    rfs.remove(root)
+    with open(os.path.join(prototype, "etc/hostname"), "rb") as fh:
+        assert fh.read() == b"prototype\n"
+    if half_removed:
+        assert rfs.instances() == []  # gc finished the removal: nothing is left to remove
+    else:
+        assert [(i.root, i.state) for i in rfs.instances()] == [(root, "ready")]
+        faulty.fail_on = set()
+        assert rfs.remove(root) is True
     assert instance_mounts(base_dir) == []
+    assert not os.path.lexists(os.path.dirname(root))
 
 
 class UnmountDoesNothing(LinuxSyscalls):
@@ -112,49 +126,91 @@ def test_a_lying_kernel_interface_never_deletes_the_prototype(
     assert tree_checksum(prototype) == checksum
 
 
-def _hostile_steps(prototype: str, root: str) -> list[tuple[str, Step, ErrorId]]:
+_HOSTILE = (
+    "tree of the prototype",
+    "tree of a path climbing out",
+    "tree of /etc",
+    "tree of the mounted root",
+    "tree below a symlink to the prototype",
+    "tree of a symlink to the prototype",
+    "dir that is a symlink to the prototype",
+)
+
+
+def _hostile_steps(prototype: str, root: str) -> dict[str, tuple[Step, ErrorId | None]]:
+    """Steps a corrupt journal may end with, and the error id of the remove
+    (None: the record fails validation, ``ErrRecord`` on reading it, and
+    remove takes the instance apart by what is really in its directory)."""
     instance_dir = os.path.dirname(root)
     escape = os.path.join(instance_dir, "..", "..", os.path.relpath(prototype, "/"))
     link = os.path.join(instance_dir, "evil")
     undo = ErrorId.ErrRemoveMountDir.name
-    return [
-        ("tree of the prototype", Step("tree", prototype, undo), ErrorId.ErrNotOurRoot),
-        ("tree of a path climbing out", Step("tree", escape, undo), ErrorId.ErrNotOurRoot),
-        ("tree of /etc", Step("tree", "/etc", undo), ErrorId.ErrNotOurRoot),
-        ("tree of the mounted root", Step("tree", root, undo), ErrorId.ErrRecord),
-        ("tree of a symlink to the prototype", Step("tree", link, undo), ErrorId.ErrRemoveMountDir),
-        ("dir that is a symlink to the prototype", Step("dir", link, undo), ErrorId.ErrRemoveMountDir),
-    ]
+    steps = {
+        "tree of the prototype": (Step("tree", prototype, undo), None),
+        "tree of a path climbing out": (Step("tree", escape, undo), None),
+        "tree of /etc": (Step("tree", "/etc", undo), None),
+        "tree of the mounted root": (Step("tree", root, undo), ErrorId.ErrRecord),
+        "tree below a symlink to the prototype": (
+            Step("tree", os.path.join(link, "etc"), undo),
+            ErrorId.ErrRecord,
+        ),
+        "tree of a symlink to the prototype": (Step("tree", link, undo), ErrorId.ErrRemoveMountDir),
+        "dir that is a symlink to the prototype": (Step("dir", link, undo), ErrorId.ErrRemoveMountDir),
+    }
+    assert tuple(steps) == _HOSTILE
+    return steps
 
 
-def test_a_corrupt_journal_cannot_delete_the_prototype(base_dir: str, backend: str, prototype: str) -> None:
+@pytest.mark.parametrize("what", _HOSTILE)
+def test_a_corrupt_journal_cannot_delete_the_prototype(
+    base_dir: str, backend: str, prototype: str, what: str
+) -> None:
     """A journal naming something that is not the instance's own (a bug, or
-    a record edited by hand) makes remove fail and touch nothing: paths
-    outside the instance are refused (``ErrNotOurRoot``), the mounted root
-    is never deleted through, and symlinks are never followed."""
+    a record edited by hand) never deletes outside the instance: a path
+    outside it fails validation (``ErrRecord`` on reading the record) and
+    remove takes the instance apart by what is really in its directory; a
+    path inside it that would delete through the mounted root or through a
+    symlink makes remove fail and touch nothing. The prototype, /etc and
+    the host's mounts are intact either way, and a symlink is never
+    followed."""
     rfs = RootFS(base_dir, backend=backend)
     root = rfs.generate(prototype)
-    instance_id = os.path.basename(os.path.dirname(root))
-    os.symlink(prototype, os.path.join(os.path.dirname(root), "evil"))
+    instance_dir = os.path.dirname(root)
+    instance_id = os.path.basename(instance_dir)
+    link = os.path.join(instance_dir, "evil")
+    os.symlink(prototype, link)
     store = Store(base_dir)
     original = store.read(instance_id)
     assert original is not None
     checksum, before = _snapshot(prototype)
-    for what, step, expected in _hostile_steps(prototype, root):
-        record = store.read(instance_id)
-        assert record is not None
-        record.steps.append(step)  # the last step is undone first
-        store.write(record)
+    step, expected = _hostile_steps(prototype, root)[what]
+    record = store.read(instance_id)
+    assert record is not None
+    record.steps.append(step)  # the last step is undone first
+    store.write(record)
+    if expected is None:
+        with pytest.raises(RootFSError) as info:
+            store.read(instance_id)
+        assert info.value.error_id is ErrorId.ErrRecord, f"{what}: {info.value}"
+        assert [(i.id, i.state) for i in rfs.instances()] == [(instance_id, "incomplete")], what
+        assert rfs.remove(root) is True, what
+        assert not os.path.lexists(instance_dir), what
+        assert mount_points() == [p for p in before if not p.startswith(instance_dir + "/")], what
+        assert rfs.instances() == [], what
+    else:
         with pytest.raises(RootFSError) as info:
             rfs.remove(root)
         assert info.value.error_id is expected, f"{what}: {info.value}"
-        assert tree_checksum(prototype) == checksum, what
         assert mount_points() == before, what
-        assert os.path.isdir("/etc") and os.path.islink(os.path.join(os.path.dirname(root), "evil")), what
+        assert os.path.islink(link), what
         assert_works(root)
+        assert [(i.root, i.state) for i in rfs.instances()] == [(root, "ready")], what
         store.write(original)
-    os.unlink(os.path.join(os.path.dirname(root), "evil"))
-    rfs.remove(root)
+        os.unlink(link)
+        assert rfs.remove(root) is True
+    assert tree_checksum(prototype) == checksum, what
+    assert os.path.isfile(os.path.join(prototype, "etc/hostname")), what
+    assert os.path.isdir("/etc") and os.path.isfile("/etc/passwd"), what
 
 
 @pytest.mark.parametrize("shape", ["id-named symlink", "id-named dir with a symlinked root"])
@@ -164,7 +220,9 @@ def test_gc_never_follows_a_symlink_in_the_base_dir(
     """An entry of the base directory named like an instance, with no
     record, that leads to the prototype through a symlink: gc deletes the
     entry's own files at most, never what it points to (a symlink in place
-    of the instance directory makes gc fail with ``ErrRemoveMountDir``)."""
+    of the instance directory makes gc fail with ``ErrRemoveMountDir``).
+    In a directory rootfs never initialised, gc touches nothing at all
+    (``ErrNotBaseDir``)."""
     stray = os.path.join(base_dir, "0123456789ab")
     if shape == "id-named symlink":
         os.symlink(prototype, stray)
@@ -172,6 +230,10 @@ def test_gc_never_follows_a_symlink_in_the_base_dir(
         os.mkdir(stray)
         os.symlink(prototype, os.path.join(stray, "root"))
     checksum, before = _snapshot(prototype)
+    refused = run_cli(base_dir, "gc", "--json")
+    assert_cli_error(refused, "ErrNotBaseDir")
+    assert os.path.islink(stray if shape == "id-named symlink" else os.path.join(stray, "root"))
+    Store(base_dir).ensure()  # a base directory rootfs has used, as after a first generate
     proc = run_cli(base_dir, "gc", "--json")
     if shape == "id-named symlink":
         assert_cli_error(proc, "ErrRemoveMountDir")
