@@ -1,9 +1,10 @@
 """What a root over a stack of layers costs, against the same overlay mounted
-with the raw syscalls, at 1, 10 and 100 layers.
+with the raw syscalls, at 1, 10 and 100 layers; and what a commit costs.
 
-    python bench/layers.py                   # 1, 10 and 100 layers
+    python bench/layers.py                   # 1, 10 and 100 layers, then commit
     python bench/layers.py --counts 1 500    # others (overlay stacks at most 500)
-    python bench/layers.py --json
+    python bench/layers.py --commit-reps 0   # no commit
+    python bench/layers.py --json            # {"stacks": [...], "commit": {...}}
 
 Each layer sits at a path of 100 bytes (as image layers do under a store
 directory) and holds a few files. The library's cycle is an overlayfs
@@ -15,8 +16,19 @@ fit one page, and otherwise, as the backend does, with the new mount API
 here through ctypes so that no line of the library is on the raw path.
 
 For each count: the medians of the two cycles, interleaved, their ratio,
-and each against 1 layer in the same run. Nothing is asserted; everything
-made is removed, mount-safely (``hygiene``).
+and each against 1 layer in the same run.
+
+Commit: the library's cycle is an overlayfs generate, a known tree written
+in the root (200 files of 4 KiB in 10 directories, by default), and a commit
+into the layer store; the raw cycle is the same overlay made with the raw
+syscalls (``rawops.RawOverlay``'s layout), the same writes, an umount, the
+upper renamed into a directory of layers, and the rest of the instance
+removed. Deleting the layer made (``remove_layer``, or a plain delete of
+the raw one) is outside both timings. Medians of the two, interleaved, and
+their ratio: the library's price for turning the upper into a portable
+layer (walking it for private state, its journal, its record).
+
+Nothing is asserted; everything made is removed, mount-safely (``hygiene``).
 """
 
 from __future__ import annotations
@@ -26,13 +38,14 @@ import ctypes
 import ctypes.util
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
 import time
 
 import hygiene
-from rawops import LIBC, OVERLAY_FEATURES
+from rawops import LIBC, OVERLAY_FEATURES, RawOverlay
 
 from rootfs_core import RootFS
 from rootfs_core.testing.prototypes import make_tiny_prototype
@@ -165,10 +178,91 @@ def measure(base: str, layers: list[str], reps: int) -> dict[str, float | str]:
     }
 
 
+def write_tree(root: str, files: int, size: int) -> None:
+    """The known tree a commit cycle writes: ``files`` files of ``size``
+    bytes under ``bench/`` in ten directories."""
+    content = b"x" * size
+    top = os.path.join(root, "bench")
+    os.mkdir(top)
+    for d in range(min(10, files)):
+        os.mkdir(os.path.join(top, f"d{d}"))
+    for n in range(files):
+        with open(os.path.join(top, f"d{n % 10}", f"f{n:04d}"), "wb") as fh:
+            fh.write(content)
+
+
+class RawCommit(RawOverlay):
+    """A raw overlay taken apart into a layer: umount, the upper renamed
+    into ``layers``, the rest of the instance removed (rmdir only)."""
+
+    def __init__(self, base_dir: str, prototype: str, layers: str) -> None:
+        super().__init__(base_dir, prototype)
+        self.layers = layers
+
+    def commit(self, inst: str) -> str:
+        LIBC.umount(os.fsencode(inst + "/root"))
+        layer = os.path.join(self.layers, os.path.basename(inst))
+        os.rename(inst + "/upper", layer)
+        os.rmdir(inst + "/root")
+        os.rmdir(inst + "/work/work")
+        os.rmdir(inst + "/work/index")
+        os.rmdir(inst + "/work")
+        os.rmdir(inst)
+        return layer
+
+
+def measure_commit(
+    base: str, prototype: str, scratch: str, reps: int, files: int, size: int
+) -> dict[str, float]:
+    """Medians of the library's and the raw commit cycles, interleaved."""
+    rfs = RootFS(base, backend="overlayfs")
+    raw_layers = os.path.join(scratch, "raw-layers")
+    os.mkdir(raw_layers)
+    raw = RawCommit(scratch, prototype, raw_layers)
+
+    def library_cycle() -> float:
+        started = time.perf_counter()
+        root = rfs.generate(prototype)
+        write_tree(root, files, size)
+        result = rfs.commit(root)
+        elapsed = time.perf_counter() - started
+        if result.id is not None:  # always, without a DEST
+            rfs.remove_layer(result.id)
+        return elapsed
+
+    def raw_cycle() -> float:
+        started = time.perf_counter()
+        inst = raw.generate()
+        write_tree(inst + "/root", files, size)
+        layer = raw.commit(inst)
+        elapsed = time.perf_counter() - started
+        shutil.rmtree(layer)  # a plain directory now: nothing is mounted in it
+        return elapsed
+
+    library_cycle()  # warm: probe, base dir set-up, the layer store
+    raw_cycle()
+    lib_times, raw_times = [], []
+    for _ in range(reps):
+        lib_times.append(library_cycle())
+        raw_times.append(raw_cycle())
+    library_ms = statistics.median(lib_times) * 1e3
+    raw_ms = statistics.median(raw_times) * 1e3
+    return {
+        "files": files,
+        "file_bytes": size,
+        "library_ms": library_ms,
+        "raw_ms": raw_ms,
+        "library_vs_raw": library_ms / raw_ms,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--counts", type=int, nargs="+", default=[1, 10, 100])
     parser.add_argument("--reps", type=int, default=50)
+    parser.add_argument("--commit-reps", type=int, default=20, help="commit cycles of each kind (0: none)")
+    parser.add_argument("--commit-files", type=int, default=200, help="files written before a commit")
+    parser.add_argument("--commit-file-size", type=int, default=4096, help="bytes of each")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -180,6 +274,7 @@ def main() -> int:
     os.environ["ROOTFS_CACHE"] = ""
     work = tempfile.mkdtemp(prefix="rootfs-bench-layers-")
     rows: list[dict[str, float | str | int]] = []
+    committed: dict[str, float] = {}
     failed = None
     try:
         prototype = make_tiny_prototype(os.path.join(work, "prototype"))
@@ -192,6 +287,12 @@ def main() -> int:
             # the bottom and the top count - 1 of the deepest stack
             stack = [prototype, *layers[len(layers) - count + 1 :]] if count > 1 else [prototype]
             rows.append({"layers": count, **measure(base, stack, args.reps)})
+        if args.commit_reps > 0:
+            raw_dir = os.path.join(work, "raw")
+            os.mkdir(raw_dir)
+            committed = measure_commit(
+                base, prototype, raw_dir, args.commit_reps, args.commit_files, args.commit_file_size
+            )
     except Exception as exc:  # report, then clean up all the same
         failed = exc
     finally:
@@ -209,13 +310,19 @@ def main() -> int:
         row["library_vs_first"] = float(row["library_ms"]) / float(one["library_ms"])
         row["raw_vs_first"] = float(row["raw_ms"]) / float(one["raw_ms"])
     if args.json:
-        print(json.dumps(rows, indent=1))
+        print(json.dumps({"stacks": rows, "commit": committed or None}, indent=1))
         return 0
     print(f"layers  library ms  raw ms  raw via   lib/raw  lib/lib{one['layers']}  raw/raw{one['layers']}")
     for row in rows:
         print(
             f"{row['layers']:>6}  {row['library_ms']:>10.3f}  {row['raw_ms']:>6.3f}  {row['raw_api']:<8}  "
             f"{row['library_vs_raw']:>7.2f}  {row['library_vs_first']:>6.2f}  {row['raw_vs_first']:>6.2f}"
+        )
+    if committed:
+        print(
+            f"\ncommit ({committed['files']:.0f} files of {committed['file_bytes']:.0f} bytes): "
+            f"library {committed['library_ms']:.3f} ms, raw {committed['raw_ms']:.3f} ms, "
+            f"lib/raw {committed['library_vs_raw']:.2f}"
         )
     return 0
 

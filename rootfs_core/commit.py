@@ -542,7 +542,28 @@ def _ready_record(rfs: RootFS, instance_id: str, text: str) -> Record:
             ErrorId.ErrUnsupportedRequest,
             f"{record.root} is a read-only view: nothing was written in it to commit",
         )
+    held = _layers_on_own_mounts(record)
+    if held:
+        raise RootFSError(
+            ErrorId.ErrUnsupportedRequest,
+            f"{record.root} keeps what was written in it on a filesystem of its own ({held}, e.g. "
+            "overlayfs's size=), which unmounting would lose: it cannot be committed yet; "
+            "nothing was touched",
+        )
     return record
+
+
+def _layers_on_own_mounts(record: Record) -> str | None:
+    """The first of the instance's own mounts (but its root) that a
+    writable directory lies below, or None. Commit unmounts every mount
+    before it takes the layer, and a tmpfs takes its files with it."""
+    mounts = [s.path for s in record.steps if s.op in ("mount", "fuse-mount") and s.path != record.root]
+    for step in record.steps:
+        if step.op == "tree":
+            for point in mounts:
+                if step.path.startswith(point + "/"):
+                    return point
+    return None
 
 
 def check_dest(rfs: RootFS, record: Record, dest: str) -> str:

@@ -33,6 +33,20 @@ backend's ``BackendInfo`` declares ``max_layers`` of 2 or more (and
 anything is made, a request beyond what it declares. Layers are built with
 ``make_layer``, in the overlay format (as root: a whiteout is a device node).
 
+The commit cases prove ``RootFS.commit`` finds what was written in a root of
+this backend (from its journal: see ``rootfs_core.commit``) and leaves it as
+a layer that shows the same tree again: a file written, a prototype file
+deleted and a directory replaced in ``etc`` (so ``etc`` must be among
+``writable``), committed into the layer store, looked at through
+``generate(prototype, layer)``, then removed. They need real mounts and
+root (skipped otherwise: commit reads and unmounts the real root, and a
+layer's whiteouts are device nodes). The second generate needs a layered
+backend: the backend itself if it declares ``max_layers`` of 2 or more,
+else the installed layered backend of highest priority whose probe
+succeeds here (overlayfs, say); with none, the round trip skips saying so.
+A read-only view (where the backend declares them) is refused with
+``ErrUnsupportedRequest``, untouched.
+
 With ``real_mounts`` and a probe that says "not supported", the tests skip
 with the probe's reason: a skip, never a pass. The fixtures ``base_dir`` and
 ``prototype`` (from ``rootfs_core.testing.fixtures``) fail any test that
@@ -56,6 +70,7 @@ from typing import ClassVar
 import pytest
 
 from rootfs_core import basedir, hookspecs
+from rootfs_core.commit import private_xattrs
 from rootfs_core.core import RootFS
 from rootfs_core.errors import ErrorId, RootFSError
 from rootfs_core.hookspecs import Probe
@@ -164,6 +179,61 @@ def check_stack(root: str, depth: int) -> None:
         for name in names(relative):
             st = os.lstat(os.path.join(root, relative, name))
             assert not (stat.S_ISCHR(st.st_mode) and st.st_rdev == 0), f"a whiteout shows: {relative}/{name}"
+
+
+# What the commit cases write in a root, all in ``etc`` (a quilt's writable
+# directories are whole: only changes inside one of them are committed).
+COMMIT_NEW = ("etc/committed", b"written before the commit\n")
+COMMIT_DELETED = "etc/passwd"
+COMMIT_REPLACED = "etc/deep"  # holds er/file in the prototype
+COMMIT_FRESH = ("fresh", b"only this, after the rm -r\n")
+
+
+def change_for_commit(root: str) -> None:
+    """Write a file, delete a prototype file, replace a directory (``rm -r``
+    then ``mkdir`` with new content) in ``root``."""
+    relative, content = COMMIT_NEW
+    with open(os.path.join(root, relative), "wb") as fh:
+        fh.write(content)
+    os.unlink(os.path.join(root, COMMIT_DELETED))
+    shutil.rmtree(os.path.join(root, COMMIT_REPLACED))
+    os.mkdir(os.path.join(root, COMMIT_REPLACED), 0o755)
+    name, fresh = COMMIT_FRESH
+    with open(os.path.join(root, COMMIT_REPLACED, name), "wb") as fh:
+        fh.write(fresh)
+
+
+def tree_view(root: str) -> dict[bytes, tuple[object, ...]]:
+    """What ``root`` shows, by relative path: the type, and the content's
+    bytes (a file), the target (a symlink) or the device number (a device).
+    Modes, owners and times are left out: the round trip compares names and
+    contents."""
+    found: dict[bytes, tuple[object, ...]] = {}
+    top = os.fsencode(root)
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in [*dirnames, *filenames]:
+            full = os.path.join(dirpath, name)
+            st = os.lstat(full)
+            kind = stat.S_IFMT(st.st_mode)
+            item: tuple[object, ...] = (kind,)
+            if stat.S_ISREG(st.st_mode):
+                with open(full, "rb") as fh:
+                    item = (kind, fh.read())
+            elif stat.S_ISLNK(st.st_mode):
+                item = (kind, os.readlink(full))
+            elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+                item = (kind, st.st_rdev)
+            found[os.path.relpath(full, top)] = item
+    return found
+
+
+def _tree_difference(before: dict[bytes, tuple[object, ...]], after: dict[bytes, tuple[object, ...]]) -> str:
+    missing = sorted(set(before) - set(after))
+    extra = sorted(set(after) - set(before))
+    differ = sorted(k for k in set(before) & set(after) if before[k] != after[k])
+    if not (missing or extra or differ):
+        return ""
+    return f"missing {missing[:5]}, extra {extra[:5]}, differing {differ[:5]}"
 
 
 class BackendConformance:
@@ -416,6 +486,112 @@ class BackendConformance:
             assert rfs.instances() == [], f"step {step}: a record was left"
             assert self._mounts(rfs) == [], f"step {step}: a mount was left"
             assert sorted(os.listdir(base_dir)) == [".rootfs"], f"step {step}: a directory was left"
+
+    # ---------------------------------------------------------- commit
+    def _need_commit(self) -> None:
+        if not self.real_mounts:
+            pytest.skip("commit reads and unmounts the real root: needs real mounts")
+        if os.geteuid() != 0:
+            pytest.skip("a committed layer's whiteouts are device nodes: made as root")
+        if "etc" not in self.writable:
+            pytest.skip("the commit cases change etc, which this backend does not declare writable")
+
+    def _viewer(self, rfs: RootFS) -> RootFS:
+        """Where ``generate(prototype, layer)`` is made: this backend if it
+        stacks, else the installed layered backend of highest priority that
+        works here; skips if there is none."""
+        info = self._info()
+        if info.max_layers >= 2:
+            return rfs
+        tried = []
+        for candidate in Registry.discover().by_priority():
+            if candidate.name == self.backend or candidate.info is None or candidate.info.max_layers < 2:
+                continue
+            viewer = RootFS(rfs.base_dir, backend=candidate.name)
+            probe = viewer.probe(candidate.name)
+            if probe.supported:
+                return viewer
+            tried.append(f"{candidate.name}: {probe.reason}")
+        pytest.skip(
+            f"{self.backend} declares max_layers={info.max_layers}, and the round trip's second generate "
+            "(prototype and the committed layer) needs a layered backend: none is installed and supported "
+            f"here{' (' + '; '.join(tried) + ')' if tried else ''}"
+        )
+
+    def test_commit_round_trips_through_the_layer_store(self, rfs: RootFS, prototype: str) -> None:
+        """generate -> write a file, delete a prototype file, replace a
+        directory -> commit (into the store) -> ``generate(prototype,
+        layer)`` shows the same names and contents: the deleted file absent,
+        only the new content in the replaced directory. The layer holds no
+        private overlay state; remove and ``remove_layer`` leave nothing."""
+        self._need_commit()
+        viewer = self._viewer(rfs)
+        root = rfs.generate(prototype, **self.options)
+        try:
+            change_for_commit(root)
+            before = tree_view(root)
+            try:
+                result = rfs.commit(root)
+            except RootFSError as exc:
+                if exc.error_id is ErrorId.ErrUnsupportedRequest and "filesystem of its own" in exc.message:
+                    # An upper on a tmpfs of the instance (overlayfs size=): refused
+                    # with nothing touched, which is all that is promised for it.
+                    assert [i.state for i in rfs.instances()] == ["ready"]
+                    assert rfs.syscalls.is_mountpoint(root)
+                    pytest.skip(f"commit refuses this root, untouched: {exc}")
+                if exc.error_id is ErrorId.ErrUnsupportedRequest:
+                    pytest.fail(
+                        f"commit refused a writable root ({exc}); where it found nothing writable in the "
+                        "journal: make the upper or the writable copies with ctx.scratch_dir(..., "
+                        "layer=True) (ctx.copy_dir does) before mounting over them in the root (see "
+                        "docs/writing-a-backend.md)"
+                    )
+                raise
+            assert result.id is not None and os.path.isdir(result.layer), result
+            assert rfs.instances() == [] and self._mounts(rfs) == [], "commit left the instance"
+            assert sorted(os.listdir(rfs.base_dir)) == [".rootfs"]
+            assert private_xattrs(result.layer) == [], "the layer holds private state of a mount"
+            [stored] = rfs.layers()
+            assert (stored.id, stored.path, stored.instances) == (result.id, result.layer, [])
+
+            options = self.options if viewer is rfs else {}
+            second = viewer.generate(prototype, result.id, **options)
+            [instance] = viewer.instances()
+            assert instance.layers == [prototype, result.layer]
+            after = tree_view(second)
+            assert after == before, f"the layer shows another tree: {_tree_difference(before, after)}"
+            relative, content = COMMIT_NEW
+            with open(os.path.join(second, relative), "rb") as fh:
+                assert fh.read() == content
+            assert not os.path.lexists(os.path.join(second, COMMIT_DELETED))
+            name, fresh = COMMIT_FRESH
+            assert os.listdir(os.path.join(second, COMMIT_REPLACED)) == [name]
+            with open(os.path.join(second, COMMIT_REPLACED, name), "rb") as fh:
+                assert fh.read() == fresh
+            assert [layer.instances for layer in rfs.layers()] == [[instance.id]]
+            viewer.remove(second)
+            rfs.remove_layer(result.id)
+            assert rfs.layers() == [] and rfs.instances() == [] and self._mounts(rfs) == []
+        finally:
+            for left in rfs.instances():  # whatever a failure left, before the base dir's own check
+                rfs.remove(left.root)
+            for layer in rfs.layers():
+                rfs.remove_layer(layer.id)
+
+    def test_a_read_only_view_has_nothing_to_commit(self, rfs: RootFS, prototype: str) -> None:
+        """``ErrUnsupportedRequest`` before anything is touched: the view
+        stays ready, no layer is made."""
+        if not self._info().read_only:
+            pytest.skip(f"{self.backend} declares no read-only views")
+        view = rfs.generate(prototype, read_only=True)
+        try:
+            with pytest.raises(RootFSError) as refused:
+                rfs.commit(view)
+            assert refused.value.error_id is ErrorId.ErrUnsupportedRequest, refused.value
+            assert [(i.root, i.state) for i in rfs.instances()] == [(view, "ready")]
+            assert rfs.layers() == []
+        finally:
+            rfs.remove(view)
 
     # ---------------------------------------------------------- removal
     def test_remove_leaves_nothing_and_a_second_is_not_found(self, rfs: RootFS, prototype: str) -> None:
