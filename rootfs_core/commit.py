@@ -637,6 +637,7 @@ def _take_layer(
     # are undone again harmlessly, and they say where its layer is.
     journal = list(record.steps)
     try:
+        store.mark_committing(record)  # a kill from here on leaves the instance, never sweeps it away
         teardown.unmount_all(record.steps, rfs.syscalls)
     except BaseException:
         if len(record.steps) == len(journal):
@@ -656,6 +657,7 @@ def _take_layer(
             assemble_copies(plan, record.layers[0], layer, trash, rfs.syscalls)
             source = layer
         _publish(source, target, layer_id, rfs.syscalls, work if paths_within(target, rfs.base_dir) else None)
+        store.mark_committed(record)
     except BaseException as exc:
         if plan.copies:
             undo_copies(plan, layer)
@@ -696,6 +698,7 @@ def _keep(rfs: RootFS, record: Record, claim: Claim) -> None:
     """After a failure past the first unmount: the record names exactly
     what is left, and the instance is no longer marked (nothing sweeps its
     data away; it is listed unmounted, and remove or commit works)."""
+    record.committing = False
     try:
         rfs._store.write(record)
         claim.finish()

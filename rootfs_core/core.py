@@ -415,6 +415,15 @@ class RootFS:
             self._store.delete(instance_id)
             claim.finish()
             return True
+        if record is not None and record.committing and not record.committed:
+            # A commit killed before its layer was published: the data is
+            # the instance's still (perhaps half made portable): keep it,
+            # unmounted, for the user to remove or commit again.
+            record.committing = False
+            self._store.write(record)
+            claim.finish()
+            log.warning("kept %s, which a killed commit left unmounted with its data", record.root)
+            return True
         if record is not None and not self._take_apart(record, claim, was_ready=False):
             return False
         claim.finish()

@@ -41,6 +41,11 @@ _ID = re.compile(r"[0-9a-f]{12}")
 # planted record.
 STEP_OPS = ("dir", "tree", "mount", "fuse-mount", "daemon")
 _REMOVING = {"removing": True}  # the journal line that says a removal began
+# The journal lines of a commit: begun (the instance's data is being made a
+# layer: a sweep keeps the instance), then published (the layer is whole: a
+# sweep takes the rest apart).
+_COMMITTING = {"committing": True}
+_COMMITTED = {"committed": True}
 
 
 @dataclasses.dataclass
@@ -80,6 +85,8 @@ class Record:
     # written before layers existed has the prototype alone.
     layers: list[str] = dataclasses.field(default_factory=list)
     read_only: bool = False
+    committing: bool = False  # a commit began (see ``_COMMITTING``)
+    committed: bool = False  # its layer was published
 
     def __post_init__(self) -> None:
         if not self.layers and self.prototype:
@@ -103,6 +110,10 @@ def _lines(record: Record) -> str:
     items: list[object] = [record.header(), *map(dataclasses.astuple, record.steps)]
     if record.removing:
         items.append(_REMOVING)
+    if record.committing:
+        items.append(_COMMITTING)
+    if record.committed:
+        items.append(_COMMITTED)
     return "".join(json.dumps(item) + "\n" for item in items)
 
 
@@ -163,6 +174,12 @@ def _parse(lines: list[str], instance_id: str, instance_dir: str) -> Record:
             continue  # only a torn last line (no newline yet) is expected
         if item == _REMOVING:
             record.removing = True
+            continue
+        if item == _COMMITTING:
+            record.committing = True
+            continue
+        if item == _COMMITTED:
+            record.committed = True
             continue
         if (
             not isinstance(item, list)
@@ -334,18 +351,31 @@ class Store:
     def mark_removing(self, record: Record) -> None:
         """Note in the journal, before the first undo takes effect, that the
         instance is being taken apart: it is never ``ready`` again."""
-        if record.removing:
-            return
+        if not record.removing:
+            self._append_line(record, _REMOVING)
+            record.removing = True
+
+    def mark_committing(self, record: Record) -> None:
+        """Note in the journal, before a commit's first change, that the
+        instance's data is becoming a layer: a killed commit is not swept away."""
+        self._append_line(record, _COMMITTING)
+        record.committing = True
+
+    def mark_committed(self, record: Record) -> None:
+        """Note that the commit's layer is published: what is left may go."""
+        self._append_line(record, _COMMITTED)
+        record.committed = True
+
+    def _append_line(self, record: Record, item: dict[str, bool]) -> None:
         path = self.record_path(record.id)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
             try:
-                os.write(fd, (json.dumps(_REMOVING) + "\n").encode())
+                os.write(fd, (json.dumps(item) + "\n").encode())
             finally:
                 os.close(fd)
         except OSError as exc:
             raise RootFSError(ErrorId.ErrRecord, f"cannot write record {path}", cause=exc) from exc
-        record.removing = True
 
     def read(self, instance_id: str) -> Record | None:
         """The record of ``instance_id``, or None if there is none. A record

@@ -552,3 +552,59 @@ def test_the_command_line_handlers(
     assert run("layers", "-q").split() == [made["id"]]
     assert json.loads(run("layer", "rm", made["id"], "--json")) == {"id": made["id"], "removed": True}
     assert run("layers", "-q") == ""
+
+
+# ---------------------------------------------------------------- killed commits
+@pytest.mark.parametrize("where", ["before publishing", "after publishing"])
+def test_a_killed_commit_leaves_the_instance_or_the_layer(
+    base_dir: str, make_prototype: MakePrototype, cleanup: None, scratch: Callable[[str], str], where: str
+) -> None:
+    """SIGKILL inside a commit: before its layer is published, the sweep
+    keeps the instance, unmounted, with what was written in it (never swept
+    away); after, the layer is whole at its destination and the sweep takes
+    the rest of the instance apart."""
+    import signal
+
+    _probe_or_skip(base_dir, "overlayfs")
+    rfs = RootFS(base_dir, backend="overlayfs")
+    root = rfs.generate(make_prototype())
+    write(f"{root}/etc/written", b"kept\n")
+    dest = os.path.join(scratch("dest-"), "layer")
+    pid = os.fork()
+    if pid == 0:  # the commit, killed at the chosen moment
+        try:
+            from rootfs_core.store import Store
+
+            publish, committed = commit_module._publish, Store.mark_committed
+
+            def killed_publish(*args: object, **kwargs: object) -> None:
+                if where == "before publishing":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                publish(*args, **kwargs)  # type: ignore[arg-type]
+
+            def killed_committed(store: Store, record: object) -> None:
+                committed(store, record)  # type: ignore[arg-type]
+                os.kill(os.getpid(), signal.SIGKILL)
+
+            commit_module._publish = killed_publish  # type: ignore[assignment]
+            Store.mark_committed = killed_committed  # type: ignore[assignment]
+            RootFS(base_dir).commit(root, dest)
+        finally:
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status), "the commit was not killed"
+    report = RootFS(base_dir, sweep=False).gc()
+    assert report.failed == {}, report
+    if where == "before publishing":
+        assert not os.path.lexists(dest)
+        [instance] = RootFS(base_dir).instances()
+        assert instance.state == "unmounted"
+        upper = os.path.join(os.path.dirname(root), "upper")
+        with open(os.path.join(upper, "etc", "written"), "rb") as fh:
+            assert fh.read() == b"kept\n"
+        assert RootFS(base_dir).remove(root) is True
+    else:
+        with open(os.path.join(dest, "etc", "written"), "rb") as fh:
+            assert fh.read() == b"kept\n"
+        assert RootFS(base_dir).instances() == []
+    assert instance_mounts(base_dir) == []
