@@ -872,6 +872,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger = logging.getLogger("rootfs")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    try:
+        return _run(parser, args)
+    finally:
+        # main() may be called again in the same process (an embedding
+        # program, a test): the next call's handler replaces this one.
+        logger.removeHandler(handler)
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Run the command; turn expected errors into their exit status."""
     from rootfs_core.errors import RootFSError
 
     try:
