@@ -137,6 +137,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--json", action="store_true", help="print a JSON object")
 
+    mnt = sub.add_parser("mount", parents=[common], help="mount again a root whose mounts are gone")
+    mnt.add_argument("root", metavar="ROOT_OR_ID", type=_nonempty)
+    mnt.add_argument("--json", action="store_true", help="print a JSON object")
+
     use = sub.add_parser("usage", parents=[common], help="bytes and inodes of a root's writable layer")
     use.add_argument("root", metavar="ROOT_OR_ID", type=_nonempty)
     use.add_argument("--json", action="store_true", help="print a JSON object")
@@ -285,6 +289,11 @@ def _with_configured_options(
     name = rfs.selected_backend(layers=layers, read_only=read_only)
     info = rfs._get_registry().get(name).info
     return {**default_options(name, info.options if info else {}), **options}
+
+
+def _cmd_mount(args: argparse.Namespace) -> None:
+    root = _open(args).mount(args.root)
+    _emit(args, {"root": root}, root)
 
 
 def _cmd_usage(args: argparse.Namespace) -> None:
@@ -840,6 +849,7 @@ def _reasons_by_backend(message: str, names: list[str]) -> list[tuple[str, str]]
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int | None]] = {
     "generate": _cmd_generate,
     "usage": _cmd_usage,
+    "mount": _cmd_mount,
     "remove": _cmd_remove,
     "list": _cmd_list,
     "backends": _cmd_backends,

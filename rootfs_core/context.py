@@ -57,7 +57,7 @@ class BuildContext:
     that mounts through a program (``fuse_mount``) passes them to it.
     """
 
-    def __init__(self, record: Record, syscalls: Syscalls, store: Store) -> None:
+    def __init__(self, record: Record, syscalls: Syscalls, store: Store, *, replay: bool = False) -> None:
         self.id = record.id
         self.prototype = record.prototype
         self.root = record.root
@@ -66,6 +66,11 @@ class BuildContext:
         self.syscalls = syscalls
         self._store = store
         self._record = record
+        # Mounting an instance again (after a reboot) replays its backend's
+        # plan: what the journal names already is not journaled, made or
+        # copied again (the writable data is kept), only mounted.
+        self._replayed = {(step.op, step.path) for step in record.steps} if replay else None
+        self.remounted: list[str] = []  # what a replay mounted, to undo if it fails
         self.layers = list(record.layers)
         self.read_only = record.read_only
         self.restrictions = 0
@@ -132,7 +137,10 @@ class BuildContext:
     def copy_dir(self, source: str, relative: str, *, error: ErrorId = ErrorId.ErrOverlayDir) -> str:
         """A faithful writable copy of directory ``source`` (device nodes
         recreated, owners, modes, times, links and xattrs kept)."""
+        replayed = self._replay_has("tree", self.path(relative))
         target = self.scratch_dir(relative, error=error, layer=True)
+        if replayed:
+            return target  # the copy made before, with what was written in it
         log.info("copy %s -> %s", source, target)
         try:
             self.syscalls.copy_tree(source, target)
@@ -169,6 +177,8 @@ class BuildContext:
                 f"limit of {limit}: use a shorter path for the prototype or the base directory",
             )
         error = self._journal_mount("mount", target, error)
+        if self._mounted_already(target):
+            return
         if not flags & MS_BIND:
             flags |= self.restrictions  # a bind takes them in its remount (``bind``)
         log.info("mount -t %s %s %s (flags %#x, %s)", fstype or "none", source, target, flags, data)
@@ -177,6 +187,7 @@ class BuildContext:
         except OSError as exc:
             hint = _hint(exc, source)
             raise RootFSError(error, f"cannot mount {source} on {target}{hint}", cause=exc) from exc
+        self._mounted(target)
         self._make_private(target, error)
 
     def mount_fs(
@@ -199,12 +210,15 @@ class BuildContext:
             self.mount(fstype, target, fstype, flags=flags, data=joined, error=error)
             return
         error = self._journal_mount("mount", target, error)
+        if self._mounted_already(target):
+            return
         flags |= self.restrictions
         log.info("mount -t %s %s (new mount API, %d options, flags %#x)", fstype, target, len(options), flags)
         try:
             new_api(fstype, options, target, flags)
         except OSError as exc:
             raise RootFSError(error, f"cannot mount {fstype} on {target}", cause=exc) from exc
+        self._mounted(target)
         self._make_private(target, error)
 
     def _make_private(self, target: str, error: ErrorId) -> None:
@@ -222,16 +236,24 @@ class BuildContext:
         """Run a FUSE program that mounts ``target`` (same rules as ``mount``);
         it is unmounted with ``fusermount3 -u``, which works without privilege."""
         error = self._journal_mount("fuse-mount", target, error)
+        if self._mounted_already(target):
+            return
         log.info("run %s", " ".join(argv))
         try:
             self.syscalls.run_mount_program(argv, target)
         except OSError as exc:
             raise RootFSError(error, f"cannot mount {target} with {argv[0]}", cause=exc) from exc
+        self._mounted(target)
         # The daemon is journaled by pid and start time, so remove waits for
         # exactly it (never for an impostor that took its name).
         daemon = fuse_daemon(target) if self.syscalls.is_mountpoint(target) else None
         undo = ErrorId.ErrUnmountRoot if os.path.normpath(target) == self.root else ErrorId.ErrUnmountSubdir
-        self._journal(Step("daemon", os.path.normpath(target), undo.name, daemon or ""))
+        step = Step("daemon", os.path.normpath(target), undo.name, daemon or "")
+        if not self._journal(step):  # a replay: the new daemon replaces the one a reboot ended
+            for known in self._record.steps:
+                if (known.op, known.path) == (step.op, step.path):
+                    known.detail = step.detail
+            self._store.write(self._record)
 
     def bind(self, source: str, target: str, *, readonly: bool = False, error: ErrorId | None = None) -> None:
         """Bind-mount ``source`` on ``target`` (not recursively), read-only if asked.
@@ -266,8 +288,25 @@ class BuildContext:
         self._make_dir(self.root, 0o755, None, "dir", ErrorId.ErrCreateMountDir)
 
     # internals ---------------------------------------------------------
-    def _journal(self, step: Step) -> None:
+    def _journal(self, step: Step) -> bool:
+        """Write ``step`` to the journal (before it is taken); False, and
+        nothing written, for a step a replay finds there already."""
+        if self._replay_has(step.op, step.path):
+            return False
         self._store.append(self._record, step)
+        return True
+
+    def _replay_has(self, op: str, path: str) -> bool:
+        return self._replayed is not None and (op, os.path.normpath(path)) in self._replayed
+
+    def _mounted_already(self, target: str) -> bool:
+        """In a replay, whether ``target`` is mounted still (a replay stopped
+        half-way and run again)."""
+        return self._replayed is not None and self.syscalls.is_mountpoint(target)
+
+    def _mounted(self, target: str) -> None:
+        if self._replayed is not None:
+            self.remounted.append(os.path.normpath(target))
 
     def _journal_mount(self, op: str, target: str, error: ErrorId | None) -> ErrorId:
         """Check a mount target and journal the mount; return the error id a
@@ -287,7 +326,15 @@ class BuildContext:
         self, path: str, mode: int, owner: tuple[int, int] | None, op: str, error: ErrorId, detail: str = ""
     ) -> str:
         step = Step(op, path, ErrorId.ErrRemoveMountDir.name, detail)
-        self._journal(step)
+        if not self._journal(step):
+            if os.path.isdir(path):
+                return path  # made before the replay, kept with its contents
+            raise RootFSError(
+                ErrorId.ErrLayerLost,
+                f"{path} is gone: it lived on a filesystem of the instance's own (a tmpfs, "
+                "overlayfs's size=) that a reboot emptied; the instance cannot be mounted again "
+                "(`rootfs remove` it)",
+            )
         log.info("mkdir %s", path)
         try:
             self.syscalls.mkdir(path, mode)

@@ -415,6 +415,14 @@ class RootFS:
             self._store.delete(instance_id)
             claim.finish()
             return True
+        if record is not None and record.remounting:
+            # A mount again that was killed: undo its mounts, keep the data.
+            steps = [step for step in record.steps if step.op in ("mount", "fuse-mount")]
+            teardown.unmount_all(steps, self.syscalls)
+            record.remounting = False
+            self._store.write(record)
+            claim.finish()
+            return True
         if record is not None and record.committing and not record.committed:
             # A commit killed before its layer was published: the data is
             # the instance's still (perhaps half made portable): keep it,
@@ -428,6 +436,59 @@ class RootFS:
             return False
         claim.finish()
         return True
+
+    def mount(self, root_or_id: str | os.PathLike[str]) -> str:
+        """Mount again an instance whose mounts are gone (after a reboot:
+        ``unmounted``), from its journal, keeping its writable layer; return
+        its root. One whose writable layer lived on a tmpfs of its own
+        (overlayfs's ``size=``) lost it in the reboot: ``ErrLayerLost``, and
+        ``remove`` still works. A mounted instance is left as it is."""
+        text = os.fspath(root_or_id)
+        instance_id = self._instance_id(text)
+        record = self._store.read(instance_id)
+        if record is None:
+            raise RootFSError(ErrorId.ErrNoSuchRoot, f"no instance {text!r} in {self.base_dir}")
+        state = self._describe(record).state
+        if state == "ready":
+            return record.root
+        if state != "unmounted":
+            raise RootFSError(
+                ErrorId.ErrRootBusy, f"{record.root} is {state}: only an unmounted one is mounted again"
+            )
+        registry = self._get_registry()
+        if record.backend not in registry.backends or registry.backends[record.backend].error:
+            raise RootFSError(
+                ErrorId.ErrUnknownBackend, f"backend {record.backend!r} is not installed (or broken)"
+            )
+        if not self._private:
+            basedir.make_private(self.base_dir, self.syscalls)
+            self._private = True
+        with self._store.claim(instance_id) as claim:
+            self._store.mark_remounting(record)
+            ctx = BuildContext(record, self.syscalls, self._store, replay=True)
+            try:
+                registry.call(record.backend, "rootfs_generate", ctx=ctx)
+                if not self.syscalls.is_mountpoint(record.root):
+                    raise RootFSError(
+                        ErrorId.ErrBackendFailed, f"backend {record.backend!r} did not mount {record.root}"
+                    )
+            except BaseException as exc:
+                for target in reversed(ctx.remounted):
+                    try:
+                        teardown.unmount(target, ErrorId.ErrUnmountSubdir, self.syscalls)
+                    except RootFSError as cleanup:
+                        log.error("could not undo the mount of %s: %s", target, cleanup)
+                record.remounting = False
+                self._store.write(record)
+                claim.finish()
+                if isinstance(exc, RootFSError) or not isinstance(exc, Exception):
+                    raise
+                raise _as_rootfs_error(exc, record.backend) from exc
+            record.remounting = False
+            self._store.write(record)
+            claim.finish()
+        log.info("mounted %s again", record.root)
+        return record.root
 
     # ---------------------------------------------------- layers (commit.py, layerstore.py)
     def commit(

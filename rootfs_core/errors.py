@@ -48,6 +48,7 @@ class ErrorId(enum.Enum):
     ErrLayerDest = enum.auto()  # a commit's destination is refused (exists, no parent, inside a layer)
     ErrNoSuchLayer = enum.auto()  # no stored layer has that id
     ErrLayerInUse = enum.auto()  # a stored layer an instance still uses cannot be removed
+    ErrLayerLost = enum.auto()  # an instance's writable layer is gone (a tmpfs a reboot emptied)
 
 
 class ImplErrorId(enum.Enum):

@@ -46,6 +46,9 @@ _REMOVING = {"removing": True}  # the journal line that says a removal began
 # sweep takes the rest apart).
 _COMMITTING = {"committing": True}
 _COMMITTED = {"committed": True}
+# A mount again (after a reboot) began: a sweep unmounts what it mounted and
+# keeps the instance, never takes its data apart.
+_REMOUNTING = {"remounting": True}
 
 
 @dataclasses.dataclass
@@ -87,6 +90,7 @@ class Record:
     read_only: bool = False
     committing: bool = False  # a commit began (see ``_COMMITTING``)
     committed: bool = False  # its layer was published
+    remounting: bool = False  # a mount again began (see ``_REMOUNTING``)
 
     def __post_init__(self) -> None:
         if not self.layers and self.prototype:
@@ -114,6 +118,8 @@ def _lines(record: Record) -> str:
         items.append(_COMMITTING)
     if record.committed:
         items.append(_COMMITTED)
+    if record.remounting:
+        items.append(_REMOUNTING)
     return "".join(json.dumps(item) + "\n" for item in items)
 
 
@@ -180,6 +186,9 @@ def _parse(lines: list[str], instance_id: str, instance_dir: str) -> Record:
             continue
         if item == _COMMITTED:
             record.committed = True
+            continue
+        if item == _REMOUNTING:
+            record.remounting = True
             continue
         if (
             not isinstance(item, list)
@@ -360,6 +369,12 @@ class Store:
         instance's data is becoming a layer: a killed commit is not swept away."""
         self._append_line(record, _COMMITTING)
         record.committing = True
+
+    def mark_remounting(self, record: Record) -> None:
+        """Note that the instance is being mounted again: a killed attempt is
+        undone by unmounting, never by deleting."""
+        self._append_line(record, _REMOUNTING)
+        record.remounting = True
 
     def mark_committed(self, record: Record) -> None:
         """Note that the commit's layer is published: what is left may go."""
