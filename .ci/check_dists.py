@@ -19,7 +19,11 @@ import sys
 import zipfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DISTRIBUTIONS = [ROOT, *sorted(os.path.dirname(p) for p in glob.glob(f"{ROOT}/plugins/*/pyproject.toml"))]
+DISTRIBUTIONS = [
+    ROOT,
+    *sorted(os.path.dirname(p) for p in glob.glob(f"{ROOT}/plugins/*/pyproject.toml")),
+    *sorted(os.path.dirname(p) for p in glob.glob(f"{ROOT}/frontends/*/pyproject.toml")),
+]
 CORE_FILES = ("rootfs_core/py.typed", "rootfs_core/data/rootfs-gc.service")
 
 

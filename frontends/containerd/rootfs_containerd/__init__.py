@@ -1,0 +1,1 @@
+"""rootfs as a containerd proxy snapshotter (``rootfs-snapshotter``)."""

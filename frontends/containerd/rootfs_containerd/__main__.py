@@ -1,0 +1,5 @@
+import sys
+
+from rootfs_containerd.server import main
+
+sys.exit(main())

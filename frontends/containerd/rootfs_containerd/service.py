@@ -1,0 +1,526 @@
+"""The snapshotter itself, apart from gRPC: containerd's snapshot semantics
+over ``rootfs_core.RootFS``.
+
+- an active snapshot (Prepare) is a writable instance stacking, over an
+  empty layer, the layers of its committed ancestors; a view (View) is the
+  same made read-only; a committed snapshot (Commit) is a layer in the base
+  directory's layer store, made by ``RootFS.commit`` of the active one;
+- the mounts handed out are one bind of the instance's mounted root;
+- keys, parents, kinds, labels and times live in SQLite (``metadata``).
+
+Slow work (a generate, a commit, a remove) never runs under the metadata
+lock: the row is reserved first, in a transaction of its own, and made
+ready after. ``Cleanup`` (and start-up) reconcile rows, instances and
+layers while no other operation runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping
+
+from rootfs_core import ErrorId, RootFS, RootFSError
+from rootfs_core.layerstore import LayerStore
+
+from rootfs_containerd import filters as filtering
+from rootfs_containerd.metadata import (
+    ACTIVE,
+    COMMITTED,
+    COMMITTING,
+    PREPARING,
+    READY,
+    REMOVING,
+    VIEW,
+    Metadata,
+    Row,
+)
+
+log = logging.getLogger("rootfs_containerd")
+
+STATE_SUBDIR = os.path.join(".rootfs", "containerd")
+EMPTY_LAYER = "empty_layer"
+MAX_LABEL_PAIR = 4096  # bytes of a label's key and value together, as containerd allows
+
+
+class Code(enum.Enum):
+    """The gRPC status a failure maps to (names of grpc.StatusCode)."""
+
+    NOT_FOUND = "NOT_FOUND"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    UNAVAILABLE = "UNAVAILABLE"
+    INTERNAL = "INTERNAL"
+
+
+class SnapshotError(Exception):
+    def __init__(self, code: Code, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+_CORE_CODES: dict[ErrorId, Code] = {
+    ErrorId.ErrNoSuchRoot: Code.NOT_FOUND,
+    ErrorId.ErrRootBusy: Code.FAILED_PRECONDITION,
+    ErrorId.ErrUnsupportedRequest: Code.FAILED_PRECONDITION,
+    ErrorId.ErrLayerInUse: Code.FAILED_PRECONDITION,
+    ErrorId.ErrNoSuchLayer: Code.NOT_FOUND,
+}
+
+
+def _from_core(exc: RootFSError, doing: str) -> SnapshotError:
+    code = (
+        _CORE_CODES.get(exc.error_id, Code.INTERNAL) if isinstance(exc.error_id, ErrorId) else Code.INTERNAL
+    )
+    return SnapshotError(code, f"{doing}: {exc.error_id.name}: {exc}")
+
+
+class Gate:
+    """Many operations at once (shared), or Cleanup alone (exclusive)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._shared = 0
+        self._exclusive = False
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._exclusive:
+                self._cond.wait()
+            self._shared += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._shared -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            while self._exclusive:
+                self._cond.wait()
+            self._exclusive = True  # new shared holders wait from now on
+            while self._shared:
+                self._cond.wait()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()
+
+
+def choose_backend(base_dir: str, forced: str | None) -> str:
+    """The backend serving every snapshot: ``forced``, or the highest-priority
+    supported one that stacks layers (``BackendInfo.max_layers >= 2``) and
+    makes read-only views. Refuses (RuntimeError) when there is none."""
+    rfs = RootFS(base_dir, backend=forced, sweep=False)
+    try:
+        name = rfs.selected_backend(layers=2)
+        rfs.selected_backend(layers=2, read_only=True)
+        if forced is None:
+            # A view must come from the same backend: force what was found.
+            RootFS(base_dir, backend=name, sweep=False).selected_backend(layers=2, read_only=True)
+    except RootFSError as exc:
+        raise RuntimeError(
+            "rootfs-snapshotter needs a backend that stacks layers and makes read-only views "
+            "(overlayfs or fuse-overlayfs: pip install rootfs-overlayfs, or rootfs-fuse-overlayfs "
+            f"with the fuse-overlayfs program); {exc}"
+        ) from exc
+    return name
+
+
+class Snapshotter:
+    """containerd's snapshotter operations over one rootfs base directory
+    (which it owns: instances and layers no snapshot explains are deleted)."""
+
+    def __init__(self, base_dir: str, backend: str | None = None) -> None:
+        os.makedirs(base_dir, mode=0o700, exist_ok=True)
+        self.base_dir = os.path.realpath(base_dir)
+        self.backend = choose_backend(self.base_dir, backend)
+        self._local = threading.local()
+        self._gate = Gate()
+        self._mounting = threading.Lock()
+        # Opening a RootFS sweeps what crashed processes left half made.
+        RootFS(self.base_dir, backend=self.backend)
+        fresh_empty = None
+        if not os.path.isdir(os.path.join(self.base_dir, ".rootfs")):
+            fresh_empty = self._make_empty_layer()  # initialises the base directory
+        state = os.path.join(self.base_dir, STATE_SUBDIR)
+        os.makedirs(state, mode=0o700, exist_ok=True)
+        self.db = Metadata(os.path.join(state, "snapshots.db"))
+        empty = self.db.get_meta(EMPTY_LAYER)
+        if empty is None or not os.path.isdir(LayerStore(self.base_dir).path(empty)):
+            empty = fresh_empty or self._make_empty_layer()
+            self.db.set_meta(EMPTY_LAYER, empty)
+        self.empty_layer = empty
+        log.info("backend %s, base directory %s, empty layer %s", self.backend, self.base_dir, empty)
+        self.reconcile(remount=True)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @property
+    def rfs(self) -> RootFS:
+        """This thread's RootFS (the core's object is not shared between threads)."""
+        rfs: RootFS | None = getattr(self._local, "rfs", None)
+        if rfs is None:
+            rfs = RootFS(self.base_dir, backend=self.backend, sweep=False)
+            self._local.rfs = rfs
+        return rfs
+
+    def _make_empty_layer(self) -> str:
+        """An empty directory, committed once into the store: what a
+        snapshot without parent stacks over."""
+        holder = tempfile.mkdtemp(prefix="rootfs-containerd-empty-")
+        try:
+            os.chmod(holder, 0o755)
+            root = self.rfs.generate(holder)
+            result = self.rfs.commit(root)
+        finally:
+            shutil.rmtree(holder, ignore_errors=True)
+        assert result.id is not None
+        log.info("made the empty layer %s", result.id)
+        return result.id
+
+    # ------------------------------------------------------------- reconcile
+    def reconcile(self, *, remount: bool) -> dict[str, list[str]]:
+        """Make the rows, the core's instances and the stored layers agree
+        (at start-up, and by Cleanup, with no other operation running):
+        rows whose instance or layer is gone are dropped (with their
+        descendants), operations a crash interrupted are finished or undone,
+        instances and layers no row explains are deleted. With ``remount``,
+        active snapshots and views a reboot unmounted are mounted again."""
+        report: dict[str, list[str]] = {"rows": [], "instances": [], "layers": [], "remounted": []}
+        rfs = self.rfs
+        store = LayerStore(self.base_dir)
+        instances = {inst.id: inst for inst in rfs.instances()}
+        layers = set(store.ids())
+        with self.db.transaction():
+            for row in self.db.rows():
+                if row.state == PREPARING:
+                    self.db.delete(row.key)  # its instance, if any, is unexplained now
+                    report["rows"].append(row.key)
+                elif row.state == COMMITTING:
+                    gone = row.instance not in instances or instances[row.instance].state in (
+                        "removing",
+                        "incomplete",
+                    )
+                    if gone:  # its layer was published (unrecorded: deleted below) or lost
+                        self.db.delete(row.key)
+                        report["rows"].append(row.key)
+                    else:
+                        self.db.update(row.key, state=READY)
+        for row in self.db.rows():
+            if row.state != REMOVING:
+                continue
+            try:
+                if row.kind == COMMITTED:
+                    if row.layer and row.layer != self.empty_layer and row.layer in layers:
+                        rfs.remove_layer(row.layer)
+                        layers.discard(row.layer)
+                elif row.instance:
+                    rfs.remove(row.instance, missing_ok=True)
+                    instances.pop(row.instance, None)
+            except RootFSError as exc:
+                log.warning("could not finish removing %s: %s", row.key, exc)
+                self.db.update(row.key, state=READY)
+                continue
+            self.db.delete(row.key)
+            report["rows"].append(row.key)
+        # Rows whose instance or layer is gone, and then their descendants.
+        changed = True
+        while changed:
+            changed = False
+            rows = {row.key: row for row in self.db.rows()}
+            for row in rows.values():
+                if row.kind == COMMITTED:
+                    lost = row.layer is None or row.layer not in layers
+                else:
+                    inst = instances.get(row.instance or "")
+                    lost = inst is None or inst.state in ("removing", "incomplete")
+                orphan = row.parent is not None and row.parent not in rows
+                if lost or orphan:
+                    log.warning(
+                        "dropping snapshot %s: its %s is gone", row.key, "parent" if orphan else "data"
+                    )
+                    if row.kind != COMMITTED and row.instance in instances:
+                        with contextlib.suppress(RootFSError):
+                            rfs.remove(row.instance, missing_ok=True)
+                    self.db.delete(row.key)
+                    report["rows"].append(row.key)
+                    changed = True
+        rows = {row.key: row for row in self.db.rows()}
+        wanted_instances = {row.instance for row in rows.values() if row.instance}
+        wanted_layers = {row.layer for row in rows.values() if row.layer} | {self.empty_layer}
+        for inst in instances.values():
+            if inst.id not in wanted_instances:
+                log.warning("removing instance %s, which no snapshot explains", inst.id)
+                try:
+                    rfs.remove(inst.id, missing_ok=True)
+                    report["instances"].append(inst.id)
+                except RootFSError as exc:
+                    log.warning("could not remove instance %s: %s", inst.id, exc)
+        for layer in sorted(layers - wanted_layers):
+            log.warning("removing layer %s, which no snapshot explains", layer)
+            try:
+                rfs.remove_layer(layer)
+                report["layers"].append(layer)
+            except RootFSError as exc:
+                log.warning("could not remove layer %s: %s", layer, exc)
+        if remount:
+            for row in rows.values():
+                inst = instances.get(row.instance or "")
+                if row.kind != COMMITTED and inst is not None and inst.state == "unmounted":
+                    try:
+                        rfs.mount(inst.id)
+                        report["remounted"].append(row.key)
+                    except RootFSError as exc:
+                        log.error("cannot mount snapshot %s again: %s", row.key, exc)
+        return report
+
+    # ------------------------------------------------------------ operations
+    def prepare(self, key: str, parent: str, labels: Mapping[str, str]) -> list[tuple[str, str, list[str]]]:
+        return self._create(key, parent, labels, read_only=False)
+
+    def view(self, key: str, parent: str, labels: Mapping[str, str]) -> list[tuple[str, str, list[str]]]:
+        return self._create(key, parent, labels, read_only=True)
+
+    def _create(
+        self, key: str, parent: str, labels: Mapping[str, str], *, read_only: bool
+    ) -> list[tuple[str, str, list[str]]]:
+        _check_key(key, "key")
+        _check_labels(labels)
+        if parent and parent == key:
+            raise SnapshotError(Code.INVALID_ARGUMENT, f"snapshot {key!r} cannot be its own parent")
+        kind = VIEW if read_only else ACTIVE
+        with self._gate.shared():
+            now = time.time()
+            with self.db.transaction():
+                if self.db.get(key) is not None:
+                    raise SnapshotError(Code.ALREADY_EXISTS, f"snapshot {key!r} already exists")
+                layers: list[str] = []
+                if parent:
+                    found = self.db.visible(parent)
+                    if found is None:
+                        raise SnapshotError(Code.NOT_FOUND, f"parent snapshot {parent!r} does not exist")
+                    if found.kind != COMMITTED or found.state != READY:
+                        raise SnapshotError(
+                            Code.INVALID_ARGUMENT, f"parent {parent!r} is not a committed snapshot"
+                        )
+                    try:
+                        chain = self.db.chain(parent)
+                    except (KeyError, ValueError) as exc:
+                        raise SnapshotError(Code.INVALID_ARGUMENT, f"bad parent chain: {exc}") from exc
+                    layers = [row.layer for row in reversed(chain) if row.layer]
+                self.db.insert(
+                    Row(key, kind, parent or None, PREPARING, None, None, 0, 0, now, now, dict(labels))
+                )
+            try:
+                root = self.rfs.generate(self.empty_layer, *layers, read_only=read_only)
+            except RootFSError as exc:
+                self.db.delete(key)
+                raise _from_core(exc, f"cannot make snapshot {key!r}") from exc
+            except BaseException:
+                self.db.delete(key)
+                raise
+            instance = self.rfs.instance(root)
+            assert instance is not None
+            self.db.update(key, state=READY, instance=instance.id)
+            return _bind(root, read_only)
+
+    def mounts(self, key: str) -> list[tuple[str, str, list[str]]]:
+        _check_key(key, "key")
+        with self._gate.shared():
+            row = self._visible(key)
+            if row.kind == COMMITTED or row.state != READY:
+                raise SnapshotError(
+                    Code.FAILED_PRECONDITION,
+                    f"snapshot {key!r} is {row.kind} ({row.state}): it has no mounts",
+                )
+            return _bind(self._mounted(row), row.kind == VIEW)
+
+    def _mounted(self, row: Row) -> str:
+        """The root of the row's instance, mounted again if a reboot unmounted it."""
+        inst = self.rfs.instance(row.instance or "") if row.instance else None
+        if inst is None:
+            raise SnapshotError(Code.NOT_FOUND, f"snapshot {row.key!r} lost its instance (Cleanup drops it)")
+        if inst.state == "ready":
+            return inst.root
+        with self._mounting:
+            try:
+                return self.rfs.mount(inst.id)
+            except RootFSError as exc:
+                raise _from_core(exc, f"cannot mount snapshot {row.key!r} again") from exc
+
+    def commit(self, name: str, key: str, labels: Mapping[str, str]) -> None:
+        _check_key(name, "name")
+        _check_key(key, "key")
+        _check_labels(labels)
+        with self._gate.shared():
+            now = time.time()
+            with self.db.transaction():
+                row = self.db.visible(key)
+                if row is None:
+                    raise SnapshotError(Code.NOT_FOUND, f"snapshot {key!r} does not exist")
+                if row.kind != ACTIVE or row.state != READY:
+                    raise SnapshotError(
+                        Code.FAILED_PRECONDITION, f"snapshot {key!r} is {row.kind} ({row.state}), not active"
+                    )
+                if self.db.get(name) is not None:
+                    raise SnapshotError(Code.ALREADY_EXISTS, f"snapshot {name!r} already exists")
+                self.db.update(key, state=COMMITTING)
+                self.db.insert(
+                    Row(name, COMMITTED, row.parent, PREPARING, None, None, 0, 0, now, now, dict(labels))
+                )
+            try:
+                self._mounted(row)
+                result = self.rfs.commit(row.instance or "")
+            except BaseException as exc:
+                with self.db.transaction():
+                    self.db.delete(name)
+                    self.db.update(key, state=READY)
+                if isinstance(exc, RootFSError):
+                    raise _from_core(exc, f"cannot commit {key!r}") from exc
+                raise
+            assert result.id is not None
+            with self.db.transaction():
+                self.db.delete(key)
+                self.db.update(
+                    name,
+                    state=READY,
+                    layer=result.id,
+                    bytes=result.bytes,
+                    inodes=result.inodes,
+                    updated=time.time(),
+                )
+
+    def remove(self, key: str) -> None:
+        _check_key(key, "key")
+        with self._gate.shared():
+            with self.db.transaction():
+                row = self._visible(key)
+                children = self.db.children(key)
+                if children:
+                    raise SnapshotError(
+                        Code.FAILED_PRECONDITION,
+                        f"cannot remove snapshot {key!r}: it has children ({', '.join(sorted(children))})",
+                    )
+                if row.state != READY:
+                    raise SnapshotError(Code.FAILED_PRECONDITION, f"snapshot {key!r} is {row.state}")
+                self.db.update(key, state=REMOVING)
+            try:
+                if row.kind == COMMITTED:
+                    if row.layer and row.layer != self.empty_layer:
+                        try:
+                            self.rfs.remove_layer(row.layer)
+                        except RootFSError as exc:
+                            if exc.error_id is not ErrorId.ErrNoSuchLayer:
+                                raise
+                elif row.instance:
+                    self.rfs.remove(row.instance, missing_ok=True)
+            except BaseException as exc:
+                self.db.update(key, state=READY)
+                if isinstance(exc, RootFSError):
+                    raise _from_core(exc, f"cannot remove {key!r}") from exc
+                raise
+            self.db.delete(key)
+
+    def stat(self, key: str) -> Row:
+        _check_key(key, "key")
+        return self._visible(key)
+
+    def update(self, key: str, labels: Mapping[str, str], paths: list[str]) -> Row:
+        _check_key(key, "name")
+        _check_labels(labels)
+        with self.db.transaction():
+            row = self._visible(key)
+            new = dict(row.labels)
+            if not paths:
+                new = dict(labels)
+            for path in paths:
+                if path == "labels":
+                    new = dict(labels)
+                elif path.startswith("labels."):
+                    label = path[len("labels.") :]
+                    if labels.get(label):
+                        new[label] = labels[label]
+                    else:
+                        new.pop(label, None)
+                else:
+                    raise SnapshotError(
+                        Code.INVALID_ARGUMENT, f"cannot update field {path!r} of snapshot {key!r}"
+                    )
+            self.db.update(key, labels=new, updated=time.time())
+            return self._visible(key)
+
+    def walk(self, filters: list[str]) -> list[Row]:
+        try:
+            parsed = [filtering.parse(text) for text in filters if text]
+        except filtering.FilterError as exc:
+            raise SnapshotError(Code.INVALID_ARGUMENT, str(exc)) from exc
+        return [
+            row
+            for row in self.db.rows()
+            if row.state in (READY, COMMITTING, REMOVING)
+            and filtering.matches(
+                parsed, filtering.snapshot_fields(row.key, row.parent, row.kind, row.labels)
+            )
+        ]
+
+    def usage(self, key: str) -> tuple[int, int]:
+        _check_key(key, "key")
+        row = self._visible(key)
+        if row.kind == COMMITTED:
+            return row.bytes, row.inodes
+        if row.kind == VIEW or not row.instance:
+            return 0, 0
+        try:
+            used = self.rfs.usage(row.instance)
+        except RootFSError as exc:
+            raise _from_core(exc, f"cannot measure {key!r}") from exc
+        return used.bytes, used.inodes
+
+    def cleanup(self) -> dict[str, list[str]]:
+        """Reconcile (no other operation runs meanwhile), then the core's gc."""
+        with self._gate.exclusive():
+            report = self.reconcile(remount=False)
+            gc = self.rfs.gc()
+            report["gc"] = [*gc.instances, *gc.unmounted, *gc.orphans]
+            return report
+
+    def _visible(self, key: str) -> Row:
+        row = self.db.visible(key)
+        if row is None:
+            raise SnapshotError(Code.NOT_FOUND, f"snapshot {key!r} does not exist")
+        return row
+
+
+def _bind(root: str, read_only: bool) -> list[tuple[str, str, list[str]]]:
+    """The mounts of a snapshot: one bind of its mounted root (type, source, options)."""
+    return [("bind", root, ["rbind", "ro" if read_only else "rw"])]
+
+
+def _check_key(key: str, what: str) -> None:
+    if not key:
+        raise SnapshotError(Code.INVALID_ARGUMENT, f"empty {what}")
+    if "\0" in key:
+        raise SnapshotError(Code.INVALID_ARGUMENT, f"{what} {key!r} holds a NUL byte")
+
+
+def _check_labels(labels: Mapping[str, str]) -> None:
+    for name, value in labels.items():
+        if not name:
+            raise SnapshotError(Code.INVALID_ARGUMENT, "a label with an empty name")
+        if len(name.encode()) + len(value.encode()) > MAX_LABEL_PAIR:
+            raise SnapshotError(Code.INVALID_ARGUMENT, f"label {name!r} exceeds {MAX_LABEL_PAIR} bytes")

@@ -1,0 +1,129 @@
+"""A snapshotter served on a temporary unix socket, and a client stub."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from rootfs_core.testing.fixtures import remove_scratch, scratch_dir
+
+from rootfs_containerd.api import snapshots_pb2 as pb
+from rootfs_containerd.api import snapshots_pb2_grpc
+from rootfs_containerd.server import serve
+from rootfs_containerd.service import Snapshotter
+
+
+class Client:
+    """The stub, plus what a test needs to look behind it."""
+
+    def __init__(
+        self, stub: snapshots_pb2_grpc.SnapshotsStub, snapshotter: Snapshotter, address: str
+    ) -> None:
+        self.stub = stub
+        self.snapshotter = snapshotter
+        self.address = address
+
+    def prepare(self, key: str, parent: str = "", **labels: str) -> str:
+        reply = self.stub.Prepare(pb.PrepareSnapshotRequest(key=key, parent=parent, labels=labels))
+        (mount,) = reply.mounts
+        assert (mount.type, list(mount.options)) == ("bind", ["rbind", "rw"])
+        return str(mount.source)
+
+    def view(self, key: str, parent: str) -> str:
+        (mount,) = self.stub.View(pb.ViewSnapshotRequest(key=key, parent=parent)).mounts
+        assert (mount.type, list(mount.options)) == ("bind", ["rbind", "ro"])
+        return str(mount.source)
+
+    def commit(self, name: str, key: str, **labels: str) -> None:
+        self.stub.Commit(pb.CommitSnapshotRequest(name=name, key=key, labels=labels))
+
+    def remove(self, key: str) -> None:
+        self.stub.Remove(pb.RemoveSnapshotRequest(key=key))
+
+    def stat(self, key: str) -> pb.Info:
+        return self.stub.Stat(pb.StatSnapshotRequest(key=key)).info
+
+    def list(self, *filters: str) -> list[pb.Info]:
+        return [
+            info for reply in self.stub.List(pb.ListSnapshotsRequest(filters=filters)) for info in reply.info
+        ]
+
+    def remove_all(self) -> None:
+        """Every snapshot, children first."""
+        while True:
+            infos = self.list()
+            if not infos:
+                return
+            parents = {info.parent for info in infos}
+            for info in infos:
+                if info.name not in parents:
+                    self.remove(info.name)
+
+
+BACKENDS = ["overlayfs", "fuse-overlayfs"]
+
+
+def start(base: str, address: str, backend: str | None = None) -> tuple[Snapshotter, grpc.Server]:
+    snapshotter = Snapshotter(base, backend)
+    return snapshotter, serve(address, snapshotter, workers=8)
+
+
+def stop(snapshotter: Snapshotter, server: grpc.Server) -> None:
+    server.stop(None).wait()
+    snapshotter.close()
+
+
+def drop_empty_layer(base: str) -> None:
+    """The one layer the snapshotter keeps for ever, so the base directory
+    is left as the base_dir fixture wants it."""
+    from rootfs_core import RootFS
+
+    rfs = RootFS(base)
+    for layer in rfs.layers():
+        rfs.remove_layer(layer.id)
+
+
+@pytest.fixture
+def sockdir() -> Iterator[str]:
+    path = scratch_dir("sock-")
+    yield path
+    remove_scratch(path)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each backend that stacks layers, skipped where it does not work."""
+    from rootfs_core import RootFS
+
+    name = str(request.param)
+    holder = scratch_dir("probe-")
+    try:
+        status = {s.name: s for s in RootFS(holder).backends()}.get(name)
+    finally:
+        remove_scratch(holder)
+    if status is None or not status.supported:
+        pytest.skip(f"backend {name} is not supported here: {status.reason if status else 'not installed'}")
+    return name
+
+
+@pytest.fixture
+def client(base_dir: str, sockdir: str, backend: str) -> Iterator[Client]:
+    address = os.path.join(sockdir, "snapshotter.sock")
+    snapshotter, server = start(base_dir, address, backend)
+    channel = grpc.insecure_channel("unix:" + address)
+    try:
+        yield Client(snapshots_pb2_grpc.SnapshotsStub(channel), snapshotter, address)
+        Client(snapshots_pb2_grpc.SnapshotsStub(channel), snapshotter, address).remove_all()
+    finally:
+        channel.close()
+        stop(snapshotter, server)
+    assert [layer.id for layer in _layers(base_dir)] == [snapshotter.empty_layer]
+    drop_empty_layer(base_dir)
+
+
+def _layers(base: str) -> list[object]:
+    from rootfs_core import RootFS
+
+    return list(RootFS(base).layers())
