@@ -24,7 +24,7 @@ import time
 from typing import TYPE_CHECKING
 
 from rootfs_core.errors import ErrorId, RootFSError
-from rootfs_core.store import STATE_DIR, is_instance_id, untrusted
+from rootfs_core.store import STATE_DIR, is_instance_id, pid_alive, unlink_if_present, untrusted
 
 if TYPE_CHECKING:
     from rootfs_core.core import RootFS
@@ -111,7 +111,7 @@ class LayerStore:
                 json.dump(meta, fh)
             os.replace(tmp, path)
         except OSError as exc:
-            _unlink(tmp)
+            unlink_if_present(tmp)
             raise RootFSError(ErrorId.ErrRecord, f"cannot write {path}", cause=exc) from exc
 
     def read_meta(self, layer_id: str) -> dict[str, object]:
@@ -142,14 +142,14 @@ class LayerStore:
         stray = []
         for name in sorted(names):
             match = _TEMP.match(name)
-            if match and not _alive(int(match.group(2))):
+            if match and not pid_alive(int(match.group(2))):
                 stray.append(os.path.join(self.dir, name))
             elif name.endswith(".json") and is_instance_id(name[:-5]):
                 if not os.path.lexists(self.path(name[:-5])) and _old(os.path.join(self.dir, name)):
                     stray.append(os.path.join(self.dir, name))
             elif name.endswith(".tmp") and ".json." in name:
                 pid = name.rsplit(".", 2)[-2]
-                if pid.isdigit() and not _alive(int(pid)):
+                if pid.isdigit() and not pid_alive(int(pid)):
                     stray.append(os.path.join(self.dir, name))
         return stray
 
@@ -200,7 +200,7 @@ def remove_layer(rfs: RootFS, layer_id: str) -> None:
             f"layer {layer_id} is used by instance(s) {', '.join(sorted(using))}: remove them first; "
             "nothing was touched",
         )
-    _unlink(store.meta_path(layer_id))
+    unlink_if_present(store.meta_path(layer_id))
     try:
         rfs.syscalls.remove_tree(path)
     except OSError as exc:
@@ -214,20 +214,4 @@ def _old(path: str, seconds: float = 60.0) -> bool:
         return time.time() - os.lstat(path).st_mtime > seconds
     except OSError:
         return False
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True

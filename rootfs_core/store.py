@@ -354,7 +354,7 @@ class Store:
                 fh.write(_lines(record))
             os.replace(tmp, path)
         except OSError as exc:
-            _unlink(tmp)
+            unlink_if_present(tmp)
             raise RootFSError(ErrorId.ErrRecord, f"cannot write record {path}", cause=exc) from exc
 
     def mark_removing(self, record: Record) -> None:
@@ -415,7 +415,7 @@ class Store:
             raise RootFSError(ErrorId.ErrRecord, f"cannot read record {path}: {exc}", cause=exc) from exc
 
     def delete(self, instance_id: str) -> None:
-        _unlink(self.record_path(instance_id))
+        unlink_if_present(self.record_path(instance_id))
 
     def sweep_temporaries(self) -> list[str]:
         """Delete the temporary files of processes that died while writing one
@@ -424,8 +424,8 @@ class Store:
         for directory in (self.records_dir, self.incomplete_dir):
             for name in _listdir(directory):
                 match = _TEMP.match(name)
-                if match and not _alive(int(match.group(1))):
-                    _unlink(os.path.join(directory, name))
+                if match and not pid_alive(int(match.group(1))):
+                    unlink_if_present(os.path.join(directory, name))
                     swept.append(os.path.join(directory, name))
         return swept
 
@@ -512,7 +512,7 @@ class Store:
             os.close(fd)
             raise
         finally:
-            _unlink(tmp)
+            unlink_if_present(tmp)
         return fd
 
 
@@ -541,14 +541,16 @@ def _listdir(path: str) -> list[str]:
         return []
 
 
-def _unlink(path: str) -> None:
+def unlink_if_present(path: str) -> None:
+    """Delete a file; one already gone is no error."""
     try:
         os.unlink(path)
     except FileNotFoundError:
         pass
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (one of another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
