@@ -22,6 +22,7 @@ import logging
 import os
 import sys
 import types
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -223,7 +224,13 @@ class EntryPointCache:
 
     def __init__(self) -> None:
         self._files = CacheDir("entry-points")
-        self._name = f"{os.geteuid()}.json"
+        # One file per environment (its sys.path), so that calls from two
+        # environments (two venvs, ``python -m cProfile``, a script
+        # elsewhere) never evict each other's entry points.
+        # crc32, not a cryptographic hash: zlib costs nothing to import, and
+        # the file's key (every sys.path entry) still decides whether it holds.
+        environment = zlib.crc32("\0".join(sys.path).encode(errors="surrogateescape"))
+        self._name = f"{os.geteuid()}-{environment:08x}.json"
         self.path = os.path.join(self._files.path, self._name) if self._files.path else None
 
     @staticmethod

@@ -150,7 +150,8 @@ def _plant_entry_point(top: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.syspath_prepend(str(modules))
     kind = _private_dir(top / "entry-points")
     record = {"key": EntryPointCache._key(), "targets": {"planted": module}}
-    return module, kind, _private_file(kind / f"{os.geteuid()}.json", json.dumps(record))
+    name = os.path.basename(EntryPointCache().path or f"{os.geteuid()}.json")
+    return module, kind, _private_file(kind / name, json.dumps(record))
 
 
 def test_a_trusted_planted_entry_point_is_imported(

@@ -225,3 +225,21 @@ def test_entry_points_are_cached_until_the_environment_changes(
     assert "forged" not in again.backends
     assert again.backends["bindtest"].error is None
     assert "ImportError" in (again.backends["import-fails"].error or "")
+
+
+def test_environments_keep_their_own_entry_points(
+    base_dir: str, discovery_path: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A call from another environment (another sys.path) keeps its own
+    cache file: the first environment's stays, and is still believed."""
+    monkeypatch.setenv("ROOTFS_CACHE", str(tmp_path))
+    Registry.discover()
+    (first,) = (tmp_path / "entry-points").iterdir()
+    data = json.loads(first.read_text())
+    data["targets"]["forged"] = "rootfs_testbackends.bindtest"
+    first.write_text(json.dumps(data))
+    with monkeypatch.context() as other:
+        other.syspath_prepend(str(tmp_path))  # another environment
+        assert "forged" not in Registry.discover().backends
+        assert len(list((tmp_path / "entry-points").iterdir())) == 2
+    assert "forged" in Registry.discover().backends  # the first one's was not evicted
