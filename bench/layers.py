@@ -12,8 +12,9 @@ generate over the stack and its remove; the raw cycle makes the backend's
 layout (instance, upper, work, root) and mounts the same stack with the
 same options, then unmounts and removes it: with mount(2) when its options
 fit one page, and otherwise, as the backend does, with the new mount API
-(fsopen, one fsconfig ``lowerdir+`` per layer, fsmount, move_mount), called
-here through ctypes so that no line of the library is on the raw path.
+(fsopen, one fsconfig ``lowerdir+`` per layer, fsmount, move_mount):
+``rawops.RawOverlay``, whose only library line is ``syscalls.new_mount``,
+the bare syscalls in order.
 
 For each count: the medians of the two cycles, interleaved, their ratio,
 and each against 1 layer in the same run.
@@ -34,8 +35,6 @@ Nothing is asserted; everything made is removed, mount-safely (``hygiene``).
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import json
 import os
 import shutil
@@ -45,102 +44,12 @@ import tempfile
 import time
 
 import hygiene
-from rawops import LIBC, OVERLAY_FEATURES, RawOverlay
+from rawops import LIBC, RawOverlay
 
 from rootfs_core import RootFS
 from rootfs_core.testing.prototypes import make_tiny_prototype
 
 PATH_LENGTH = 100
-PAGE = os.sysconf("SC_PAGE_SIZE")
-# The new mount API's syscall numbers, the same on every architecture.
-NR_MOVE_MOUNT, NR_FSOPEN, NR_FSCONFIG, NR_FSMOUNT = 429, 430, 431, 432
-FSCONFIG_SET_STRING, FSCONFIG_CMD_CREATE = 1, 6
-MOVE_MOUNT_F_EMPTY_PATH = 4
-AT_FDCWD = -100
-
-
-class _NewMountAPI:
-    """fsopen, fsconfig, fsmount and move_mount through syscall(2)."""
-
-    def __init__(self) -> None:
-        self._syscall = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).syscall
-        self._syscall.restype = ctypes.c_long
-
-    def _check(self, result: int, what: str) -> int:
-        if result < 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"{what}: {os.strerror(err)}")
-        return result
-
-    def mount(self, fstype: bytes, options: list[tuple[bytes, bytes]], target: bytes) -> None:
-        fs_fd = self._check(self._syscall(NR_FSOPEN, fstype, 1), "fsopen")
-        try:
-            for key, value in options:
-                self._check(
-                    self._syscall(NR_FSCONFIG, fs_fd, FSCONFIG_SET_STRING, key, value, 0), f"fsconfig {key!r}"
-                )
-            self._check(self._syscall(NR_FSCONFIG, fs_fd, FSCONFIG_CMD_CREATE, None, None, 0), "create")
-            mnt_fd = self._check(self._syscall(NR_FSMOUNT, fs_fd, 1, 0), "fsmount")
-            try:
-                self._check(
-                    self._syscall(NR_MOVE_MOUNT, mnt_fd, b"", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH),
-                    "move_mount",
-                )
-            finally:
-                os.close(mnt_fd)
-        finally:
-            os.close(fs_fd)
-
-
-NEW_API = _NewMountAPI()
-
-
-class RawStack:
-    """An overlay of ``layers`` (bottom first) made the shortest way: 4 mkdir
-    and one mount (mount(2), or the new API past one page of options); one
-    umount and 6 rmdir to remove. The layout is the backend's."""
-
-    def __init__(self, base_dir: str, layers: list[str]) -> None:
-        self.base_dir = base_dir
-        self.lowers = [os.fsencode(path) for path in reversed(layers)]
-        self._mode = os.stat(layers[-1]).st_mode & 0o7777
-        self._serial = 0
-        self.api = ""  # which the last generate used
-
-    def _data(self, upper: bytes, work: bytes) -> bytes:
-        lowerdir = b"lowerdir=" + b":".join(self.lowers)
-        return b",".join([lowerdir, b"upperdir=" + upper, b"workdir=" + work, OVERLAY_FEATURES.encode()])
-
-    def generate(self) -> str:
-        self._serial += 1
-        inst = os.path.join(self.base_dir, f"raw{os.getpid()}-{self._serial}")
-        upper, work, root = inst + "/upper", inst + "/work", inst + "/root"
-        os.mkdir(inst)
-        os.mkdir(upper, self._mode)
-        os.mkdir(work, 0o700)
-        os.mkdir(root)
-        data = self._data(os.fsencode(upper), os.fsencode(work))
-        self.api = "mount(2)" if len(data) < PAGE else "fsconfig"
-        if self.api == "mount(2)":
-            LIBC.mount(b"raw-overlay", os.fsencode(root), b"overlay", 0, data)
-        else:
-            options = [(b"source", b"raw-overlay")]
-            options += [(b"lowerdir+", lower) for lower in self.lowers]
-            options += [(b"upperdir", os.fsencode(upper)), (b"workdir", os.fsencode(work))]
-            for feature in OVERLAY_FEATURES.split(","):
-                key, _, value = feature.partition("=")
-                options.append((key.encode(), value.encode()))
-            NEW_API.mount(b"overlay", options, os.fsencode(root))
-        return inst
-
-    def remove(self, inst: str) -> None:
-        LIBC.umount(os.fsencode(inst + "/root"))
-        os.rmdir(inst + "/root")
-        os.rmdir(inst + "/work/work")
-        os.rmdir(inst + "/work/index")
-        os.rmdir(inst + "/work")
-        os.rmdir(inst + "/upper")
-        os.rmdir(inst)
 
 
 def make_layers(holder: str, prototype: str, count: int) -> list[str]:
@@ -160,7 +69,7 @@ def make_layers(holder: str, prototype: str, count: int) -> list[str]:
 
 def measure(base: str, layers: list[str], reps: int) -> dict[str, float | str]:
     rfs = RootFS(base, backend="overlayfs")
-    raw = RawStack(base, layers)
+    raw = RawOverlay(base, *layers)
     rfs.remove(rfs.generate(*layers))  # warm: probe, base dir set-up
     raw.remove(raw.generate())
     lib_times, raw_times = [], []

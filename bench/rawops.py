@@ -18,6 +18,8 @@ import stat
 import subprocess
 from dataclasses import dataclass, field
 
+from rootfs_core.syscalls import new_mount
+
 MS_RDONLY = 0x1
 MS_REMOUNT = 0x20
 MS_BIND = 0x1000
@@ -59,11 +61,13 @@ class RawOverlay:
     so path lengths and directory sizes match.
     """
 
-    def __init__(self, base_dir: str, prototype: str) -> None:
+    def __init__(self, base_dir: str, prototype: str, *layers: str) -> None:
         self.base_dir = base_dir
         self.prototype = prototype
-        self._mode = stat.S_IMODE(os.stat(prototype).st_mode)
+        self.lowers = [prototype, *layers][::-1]  # overlay lists them top first
+        self._mode = stat.S_IMODE(os.stat(self.lowers[0]).st_mode)
         self._serial = 0
+        self.api = ""  # which the last generate used: mount(2), or fsconfig past one page
 
     def generate(self) -> str:
         """Make one root; return its instance directory (the handle for remove)."""
@@ -74,8 +78,17 @@ class RawOverlay:
         os.mkdir(upper, self._mode)
         os.mkdir(work, 0o700)
         os.mkdir(root)
-        data = f"lowerdir={self.prototype},upperdir={upper},workdir={work},{OVERLAY_FEATURES}"
-        LIBC.mount(b"raw-overlay", os.fsencode(root), b"overlay", 0, data.encode())
+        data = f"lowerdir={':'.join(self.lowers)},upperdir={upper},workdir={work},{OVERLAY_FEATURES}"
+        if len(data.encode()) < os.sysconf("SC_PAGE_SIZE"):
+            self.api = "mount(2)"
+            LIBC.mount(b"raw-overlay", os.fsencode(root), b"overlay", 0, data.encode())
+        else:
+            self.api = "fsconfig"
+            options: list[tuple[str, str | None]] = [("source", "raw-overlay")]
+            options += [("lowerdir+", lower) for lower in self.lowers]
+            options += [("upperdir", upper), ("workdir", work)]
+            options += [(k, v) for k, _, v in (f.partition("=") for f in OVERLAY_FEATURES.split(","))]
+            new_mount("overlay", options, root, 0)
         return inst
 
     def remove(self, inst: str) -> None:
