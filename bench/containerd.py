@@ -52,6 +52,7 @@ import grpc
 import hygiene
 from rawops import LIBC, MS_BIND, MS_RDONLY, MS_REMOUNT, UMOUNT_NOFOLLOW
 from rootfs_containerd.api import snapshots_pb2, snapshots_pb2_grpc
+from rootfs_containerd.testing import private_containerd_config
 
 NAMESPACE = "bench"
 RUN_DIR = "/run/containerd"
@@ -149,24 +150,7 @@ class Daemons:
             )
         config = os.path.join(self.top, "config.toml")
         with open(config, "w", encoding="utf-8") as fh:
-            fh.write(
-                f"""version = 2
-root = "{self.top}/root"
-state = "{self.top}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "{self.sock}"
-[ttrpc]
-  address = "{self.sock}.ttrpc"
-[debug]
-  address = "{self.top}/debug.sock"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{self.top}/opt"
-[proxy_plugins.rootfs]
-  type = "snapshot"
-  address = "{self.snap_sock}"
-"""
-            )
+            fh.write(private_containerd_config(self.top, self.sock, self.snap_sock))
         self._start("containerd", ["containerd", "--config", config], self.sock)
 
     def stop(self, names: tuple[str, ...] = ("containerd", "snapshotter", "direct")) -> None:

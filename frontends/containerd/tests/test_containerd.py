@@ -25,6 +25,8 @@ from rootfs_core.syscalls import UMOUNT_NOFOLLOW, LinuxSyscalls
 from rootfs_core.testing.checks import mounts_below
 from rootfs_core.testing.fixtures import remove_scratch, scratch_dir
 
+from rootfs_containerd.testing import private_containerd_config
+
 IMAGE = "docker.io/rootfs/e2e:latest"
 
 pytestmark = pytest.mark.skipif(
@@ -155,24 +157,7 @@ class Rig:
     def start_containerd(self) -> None:
         config = os.path.join(self.top, "config.toml")
         with open(config, "w", encoding="utf-8") as fh:
-            fh.write(
-                f"""version = 2
-root = "{self.top}/root"
-state = "{self.top}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "{self.sock}"
-[ttrpc]
-  address = "{self.sock}.ttrpc"
-[debug]
-  address = "{self.top}/debug.sock"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{self.top}/opt"
-[proxy_plugins.rootfs]
-  type = "snapshot"
-  address = "{self.snap_sock}"
-"""
-            )
+            fh.write(private_containerd_config(self.top, self.sock, self.snap_sock))
         log = os.path.join(self.top, "containerd.log")
         with open(log, "ab") as out:
             self.containerd = subprocess.Popen(["containerd", "--config", config], stdout=out, stderr=out)
