@@ -10,46 +10,49 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import logging
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from rootfs_core import log
+from rootfs_core.cli_common import (
+    DEFAULT_BASE_DIR,
+    UsageError,
+    age,
+    common_options,
+    created_at,
+    emit,
+    nonempty,
+    open_rootfs,
+)
+
 if TYPE_CHECKING:
     from rootfs_core.core import Instance, RootFS
     from rootfs_core.errors import RootFSError
 
-DEFAULT_BASE_DIR = "/var/lib/rootfs"
 STATES = ("ready", "incomplete", "removing", "unmounted")
-
-
-class _Elapsed(logging.Formatter):
-    """``-v`` lines carry the milliseconds since start, so slow steps stand
-    out; warnings say so, with or without ``-v``."""
-
-    def __init__(self, verbose: bool) -> None:
-        super().__init__()
-        self.verbose = verbose
-
-    def format(self, record: logging.LogRecord) -> str:
-        kind = "warning: " if record.levelno >= logging.WARNING else ""
-        if not self.verbose:
-            return f"rootfs: {kind}{record.getMessage()}"
-        return f"rootfs [{(record.created - _START_WALL) * 1000:8.1f} ms] {kind}{record.getMessage()}"
 
 
 _START_WALL = time.time()
 
 
-def _nonempty(value: str) -> str:
-    """An argument that must say something: an empty one is a usage error,
-    never a silent fall-back to the default (``generate ""`` is not the
-    sample prototype, ``--base-dir ""`` not /var/lib/rootfs)."""
-    if not value:
-        raise argparse.ArgumentTypeError("must not be empty")
-    return value
+def _log_writer(verbose: bool) -> Callable[[int, str], None]:
+    """Where the library's messages go (``rootfs_core.log``): warnings
+    always, prefixed so; each step with ``-v``, with the milliseconds since
+    start so slow steps stand out."""
+
+    def write(level: int, text: str) -> None:
+        if level < log.WARNING and not verbose:
+            return
+        kind = "warning: " if level >= log.WARNING else ""
+        if verbose:
+            print(f"rootfs [{(time.time() - _START_WALL) * 1000:8.1f} ms] {kind}{text}", file=sys.stderr)
+        else:
+            print(f"rootfs: {kind}{text}", file=sys.stderr)
+
+    return write
 
 
 class _Version(argparse.Action):
@@ -93,24 +96,13 @@ def _version_text() -> str:
     return "\n".join(lines)
 
 
-def _common(backend_help: str) -> argparse.ArgumentParser:
-    """The options every command takes, before or after its name."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--base-dir",
-        type=_nonempty,
-        default=argparse.SUPPRESS,
-        help=f"read-write base directory (env ROOTFS_BASE_DIR; default {DEFAULT_BASE_DIR})",
-    )
-    common.add_argument("--backend", type=_nonempty, default=argparse.SUPPRESS, help=backend_help)
-    common.add_argument(
-        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log each step"
-    )
-    return common
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line: every sub-command, or only ``command``'s. Building
+    all of them is a few milliseconds of a call's budget and a call needs
+    only its own; help, ``--version`` and mistakes get them all."""
+    from rootfs_core import cli_layers
 
-
-def _parser() -> argparse.ArgumentParser:
-    common = _common("force a backend (env ROOTFS_BACKEND, or config file)")
+    common = common_options("force a backend (env ROOTFS_BACKEND, or config file)")
     parser = argparse.ArgumentParser(
         prog="rootfs", parents=[common], description="Disposable writable roots from a read-only prototype."
     )
@@ -118,16 +110,38 @@ def _parser() -> argparse.ArgumentParser:
         "--version", action=_Version, help="print the versions of rootfs-core and of every backend, and exit"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, add in {**_PARSERS, **cli_layers.PARSERS}.items():
+        if command is None or name == command:
+            add(sub, common)
+    return parser
+
+
+def _command_named(argv: Sequence[str]) -> str | None:
+    """The sub-command ``argv`` names, if it plainly names a known one: the
+    first word that is neither an option nor the value of ``--base-dir`` or
+    ``--backend``. None when asked for help or the version."""
     from rootfs_core import cli_layers
 
-    cli_layers.add_parsers(sub, common)
+    value_next = False
+    for word in argv:
+        if value_next:
+            value_next = False
+        elif word in ("-h", "--help", "--version", "--"):
+            return None
+        elif word in ("--base-dir", "--backend"):
+            value_next = True
+        elif not word.startswith("-"):
+            return word if word in _PARSERS or word in cli_layers.PARSERS else None
+    return None
 
+
+def _add_generate(sub: Any, common: argparse.ArgumentParser) -> None:
     gen = sub.add_parser("generate", parents=[common], help="make a root from a prototype; print its path")
     gen.add_argument(
         "layers",
         nargs="*",
         metavar="LAYER",
-        type=_nonempty,
+        type=nonempty,
         help="prototype directory, then any layers over it, bottom first (default: the sample prototype)",
     )
     gen.add_argument("--read-only", action="store_true", help="a view: every write fails with EROFS")
@@ -137,51 +151,71 @@ def _parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--json", action="store_true", help="print a JSON object")
 
+
+def _add_mount(sub: Any, common: argparse.ArgumentParser) -> None:
     mnt = sub.add_parser("mount", parents=[common], help="mount again a root whose mounts are gone")
-    mnt.add_argument("root", metavar="ROOT_OR_ID", type=_nonempty)
+    mnt.add_argument("root", metavar="ROOT_OR_ID", type=nonempty)
     mnt.add_argument("--json", action="store_true", help="print a JSON object")
 
+
+def _add_usage(sub: Any, common: argparse.ArgumentParser) -> None:
     use = sub.add_parser("usage", parents=[common], help="bytes and inodes of a root's writable layer")
-    use.add_argument("root", metavar="ROOT_OR_ID", type=_nonempty)
+    use.add_argument("root", metavar="ROOT_OR_ID", type=nonempty)
     use.add_argument("--json", action="store_true", help="print a JSON object")
 
+
+def _add_remove(sub: Any, common: argparse.ArgumentParser) -> None:
     rem = sub.add_parser("remove", parents=[common], help="remove generated roots")
-    rem.add_argument("roots", metavar="ROOT_OR_ID", nargs="+", type=_nonempty)
+    rem.add_argument("roots", metavar="ROOT_OR_ID", nargs="+", type=nonempty)
     rem.add_argument(
         "--missing-ok", action="store_true", help="a root that does not exist (any more) is not an error"
     )
     rem.add_argument("--json", action="store_true", help="print a JSON object (an array for several)")
 
+
+def _add_list(sub: Any, common: argparse.ArgumentParser) -> None:
     # In ``list``, --backend filters (forcing a backend means nothing there).
-    filtering = _common("only instances of this backend")
+    filtering = common_options("only instances of this backend")
     lst = sub.add_parser("list", parents=[filtering], help="list instances")
     shown = lst.add_mutually_exclusive_group()
     shown.add_argument("--json", action="store_true", help="print a JSON array")
     shown.add_argument("-q", "--quiet", action="store_true", help="print the ids only, one a line")
     lst.add_argument("--state", choices=STATES, help="only instances in this state")
-    lst.add_argument("--prototype", type=_nonempty, metavar="DIR", help="only instances of this prototype")
+    lst.add_argument("--prototype", type=nonempty, metavar="DIR", help="only instances of this prototype")
 
+
+def _add_inspect(sub: Any, common: argparse.ArgumentParser) -> None:
     ins = sub.add_parser("inspect", parents=[common], help="everything known about one instance")
-    ins.add_argument("root", metavar="ROOT_OR_ID", type=_nonempty)
+    ins.add_argument("root", metavar="ROOT_OR_ID", type=nonempty)
     ins.add_argument("--json", action="store_true", help="print a JSON object")
 
+
+def _add_backends(sub: Any, common: argparse.ArgumentParser) -> None:
     bck = sub.add_parser("backends", parents=[common], help="list backends, their support and priority")
     bck.add_argument("--json", action="store_true", help="print a JSON array")
 
+
+def _add_gc(sub: Any, common: argparse.ArgumentParser) -> None:
     gc = sub.add_parser("gc", parents=[common], help="clean up instances left incomplete by a crash")
     gc.add_argument("--dry-run", action="store_true", help="only say what would be cleaned up")
     gc.add_argument("--json", action="store_true", help="print a JSON object")
 
+
+def _add_sample(sub: Any, common: argparse.ArgumentParser) -> None:
     smp = sub.add_parser("sample", parents=[common], help="build the sample prototype; print its path")
     smp.add_argument(
-        "directory", nargs="?", type=_nonempty, help="where (default: /var/cache/rootfs/sample-prototype)"
+        "directory", nargs="?", type=nonempty, help="where (default: /var/cache/rootfs/sample-prototype)"
     )
 
+
+def _add_demo(sub: Any, common: argparse.ArgumentParser) -> None:
     demo = sub.add_parser(
         "demo", parents=[common], help="the whole job on the sample prototype: generate, use, remove"
     )
     demo.add_argument("--json", action="store_true", help="print a JSON object")
 
+
+def _add_completion(sub: Any, common: argparse.ArgumentParser) -> None:
     comp = sub.add_parser(
         "completion", parents=[common], help="print a shell completion script: rootfs completion bash|zsh"
     )
@@ -190,11 +224,30 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("--list-ids", action="store_true", help=argparse.SUPPRESS)
     comp.add_argument("--list-backends", action="store_true", help=argparse.SUPPRESS)
 
+
+def _add_unit(sub: Any, common: argparse.ArgumentParser) -> None:
     unit = sub.add_parser(
         "unit", parents=[common], help="print a systemd unit (gc: sweep crashed instances at boot)"
     )
     unit.add_argument("name", choices=("gc",))
-    return parser
+
+
+# Sub-command -> what adds its parser, in the order help lists them (the
+# layer commands follow, from ``cli_layers.PARSERS``).
+_PARSERS: dict[str, Callable[[Any, argparse.ArgumentParser], None]] = {
+    "generate": _add_generate,
+    "mount": _add_mount,
+    "usage": _add_usage,
+    "remove": _add_remove,
+    "list": _add_list,
+    "inspect": _add_inspect,
+    "backends": _add_backends,
+    "gc": _add_gc,
+    "sample": _add_sample,
+    "demo": _add_demo,
+    "completion": _add_completion,
+    "unit": _add_unit,
+}
 
 
 def _options(args: argparse.Namespace) -> dict[str, str]:
@@ -202,61 +255,21 @@ def _options(args: argparse.Namespace) -> dict[str, str]:
     for item in args.option:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise _UsageError(f"option {item!r} is not KEY=VALUE")
+            raise UsageError(f"option {item!r} is not KEY=VALUE")
         options[key] = value
     if args.size is not None:
         options["size"] = args.size
     return options
 
 
-class _UsageError(Exception):
-    pass
-
-
-def _base_dir(args: argparse.Namespace) -> str:
-    """``--base-dir``, else ``ROOTFS_BASE_DIR``, else ``base_dir`` in the
-    configuration file, else the default. An empty variable or setting counts
-    as unset (an empty ``--base-dir`` never gets here: the parser refuses it)."""
-    from rootfs_core.selection import load_config
-
-    chosen = (
-        getattr(args, "base_dir", None) or os.environ.get("ROOTFS_BASE_DIR") or load_config().get("base_dir")
-    )
-    if chosen:
-        return str(chosen)
-    os.makedirs(DEFAULT_BASE_DIR, mode=0o755, exist_ok=True)  # only the default is created on demand
-    return DEFAULT_BASE_DIR
-
-
-def _open(args: argparse.Namespace, *, sweep: bool = True) -> RootFS:
-    """The ``RootFS`` of the command, remembered in ``args.opened`` (an error
-    message may want to ask it more). Long copies show their progress when
-    stderr is a terminal, and only then."""
-    from rootfs_core.core import RootFS
-
-    progress = None
-    if sys.stderr.isatty():
-        from rootfs_core.progress import TerminalProgress
-
-        progress = args.display = TerminalProgress(sys.stderr)
-    rfs = RootFS(_base_dir(args), backend=getattr(args, "backend", None), sweep=sweep, progress=progress)
-    args.opened = rfs
-    return rfs
-
-
-def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
-    if getattr(args, "json", False):
-        print(json.dumps(data, indent=None if isinstance(data, dict) else 1))
-    elif text:
-        print(text)
-
-
 def _cmd_generate(args: argparse.Namespace) -> None:
-    from rootfs_core.sample import ensure_sample
-
-    rfs = _open(args)
+    rfs = open_rootfs(args)
     options = _options(args)
-    layers = args.layers or [ensure_sample()]
+    layers = args.layers
+    if not layers:
+        from rootfs_core.sample import ensure_sample
+
+        layers = [ensure_sample()]
     options = _with_configured_options(rfs, options, len(layers), args.read_only)
     started = time.monotonic()
     root = rfs.generate(*layers, read_only=args.read_only, **options)
@@ -273,7 +286,7 @@ def _cmd_generate(args: argparse.Namespace) -> None:
         "options": instance.options,
         "seconds": round(seconds, 6),
     }
-    _emit(args, data, root)
+    emit(args, data, root)
 
 
 def _with_configured_options(
@@ -292,14 +305,14 @@ def _with_configured_options(
 
 
 def _cmd_mount(args: argparse.Namespace) -> None:
-    root = _open(args).mount(args.root)
-    _emit(args, {"root": root}, root)
+    root = open_rootfs(args).mount(args.root)
+    emit(args, {"root": root}, root)
 
 
 def _cmd_usage(args: argparse.Namespace) -> None:
-    found = _open(args).usage(args.root)
+    found = open_rootfs(args).usage(args.root)
     data = {"id": found.id, "bytes": found.bytes, "inodes": found.inodes}
-    _emit(args, data, f"{found.bytes} bytes in {found.inodes} inodes")
+    emit(args, data, f"{found.bytes} bytes in {found.inodes} inodes")
 
 
 def _cmd_remove(args: argparse.Namespace) -> int:
@@ -308,7 +321,7 @@ def _cmd_remove(args: argparse.Namespace) -> int:
     other namespaces is a success with ``"finished": false``."""
     from rootfs_core.errors import RootFSError
 
-    rfs = _open(args)
+    rfs = open_rootfs(args)
     results: list[dict[str, Any]] = []
     for target in args.roots:
         started = time.monotonic()
@@ -322,29 +335,8 @@ def _cmd_remove(args: argparse.Namespace) -> int:
             continue
         result = {"removed": target, "finished": finished, "seconds": round(time.monotonic() - started, 6)}
         results.append(result)
-    _emit(args, results[0] if len(results) == 1 else results, "")
+    emit(args, results[0] if len(results) == 1 else results, "")
     return 1 if any("error" in r for r in results) else 0
-
-
-def _created_at(epoch: float) -> str | None:
-    """ISO 8601 in UTC (``2026-12-01T22:41:07+00:00``); None when unknown
-    (a damaged record)."""
-    if not epoch:
-        return None
-    import datetime
-
-    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).isoformat(timespec="seconds")
-
-
-def _age(epoch: float, now: float) -> str:
-    """``42s``, ``5m``, ``3h``, ``12d``: how long ago; ``-`` when unknown."""
-    if not epoch:
-        return "-"
-    seconds = max(0, int(now - epoch))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -365,7 +357,7 @@ def _instance_json(i: Instance) -> dict[str, Any]:
         "prototype": i.prototype,
         "state": i.state,
         "created": i.created,
-        "created_at": _created_at(i.created),
+        "created_at": created_at(i.created),
         "options": i.options,
         "layers": i.layers,
         "read_only": i.read_only,
@@ -373,7 +365,7 @@ def _instance_json(i: Instance) -> dict[str, Any]:
 
 
 def _cmd_list(args: argparse.Namespace) -> None:
-    instances = _open(args).instances()
+    instances = open_rootfs(args).instances()
     backend = getattr(args, "backend", None)  # the command line's only: a filter here
     if backend is not None:
         instances = [i for i in instances if i.backend == backend]
@@ -390,10 +382,11 @@ def _cmd_list(args: argparse.Namespace) -> None:
     rows = []
     for i in instances:
         prototype = i.prototype + (f" (+{len(i.layers) - 1} layers)" if len(i.layers) > 1 else "")
-        rows.append([i.id, i.state, i.backend or "?", _age(i.created, now), i.root, prototype])
+        shown_age = age(now - i.created) if i.created else "-"
+        rows.append([i.id, i.state, i.backend or "?", shown_age, i.root, prototype])
     header = ["ID", "STATE", "BACKEND", "AGE", "ROOT", "PROTOTYPE"]
     # Nothing at all when there is nothing (as before the header existed).
-    _emit(args, [_instance_json(i) for i in instances], _table(header, rows) if rows else "")
+    emit(args, [_instance_json(i) for i in instances], _table(header, rows) if rows else "")
 
 
 def _mount_table() -> dict[str, str]:
@@ -422,7 +415,7 @@ def _cmd_inspect(args: argparse.Namespace) -> None:
     from rootfs_core.store import Store
     from rootfs_core.teardown import process_start
 
-    rfs = _open(args)
+    rfs = open_rootfs(args)
     instance = rfs.instance(args.root)
     record = Store(rfs.base_dir).read(instance.id) if instance is not None else None
     if instance is None or record is None:
@@ -460,7 +453,7 @@ def _cmd_inspect(args: argparse.Namespace) -> None:
         pass
     data = {**_instance_json(instance), "mounts": mounts, "usage": usage}
 
-    created = _created_at(instance.created)
+    created = created_at(instance.created)
     lines = [
         f"id          {instance.id}",
         f"root        {instance.root}",
@@ -472,7 +465,7 @@ def _cmd_inspect(args: argparse.Namespace) -> None:
     lines += [
         f"read-only   {'yes' if instance.read_only else 'no'}",
         "options     " + (" ".join(f"{k}={v}" for k, v in sorted(instance.options.items())) or "-"),
-        f"created     {created} ({_age(instance.created, time.time())} ago)" if created else "created     ?",
+        f"created     {created} ({age(time.time() - instance.created)} ago)" if created else "created     ?",
     ]
     if usage is not None:
         from rootfs_core.progress import human
@@ -485,16 +478,16 @@ def _cmd_inspect(args: argparse.Namespace) -> None:
         daemon = mount.get("daemon")
         extra = f"  (daemon {daemon['pid']}{'' if daemon['running'] else ', gone'})" if daemon else ""
         lines.append(f"  {state:<9}  {kind:<10}  {mount['path']}{extra}")
-    _emit(args, data, "\n".join(lines))
+    emit(args, data, "\n".join(lines))
 
 
-def _without_probe_paths(text: str, base_dir: str) -> str:
+def _without_probe_paths(text: str, base: str) -> str:
     """``text`` with the paths of throw-away probe instances (``BASE/ID/...``,
     a new ID for each probe) shortened to ``<probe>/...``: they no longer
     exist when the reason is read, and only make it longer."""
     import re
 
-    return re.sub(re.escape(base_dir.rstrip("/")) + r"/[0-9a-f]{12}(?![0-9a-f])", "<probe>", text)
+    return re.sub(re.escape(base.rstrip("/")) + r"/[0-9a-f]{12}(?![0-9a-f])", "<probe>", text)
 
 
 def _cmd_backends(args: argparse.Namespace) -> None:
@@ -505,7 +498,7 @@ def _cmd_backends(args: argparse.Namespace) -> None:
 
     from rootfs_core.registry import distributions_by_backend
 
-    rfs = _open(args)
+    rfs = open_rootfs(args)
     statuses = rfs.backends()
     distributions = distributions_by_backend()
     rows = []
@@ -524,7 +517,7 @@ def _cmd_backends(args: argparse.Namespace) -> None:
         )
     if not rows:
         lines.append("no backend installed in the entry-point group rootfs.backends")
-    _emit(args, rows, "\n".join(lines))
+    emit(args, rows, "\n".join(lines))
 
 
 def _cmd_completion(args: argparse.Namespace) -> int:
@@ -543,7 +536,7 @@ def _cmd_completion(args: argparse.Namespace) -> int:
             print("\n".join(names))
         return 0
     if args.shell is None:
-        raise _UsageError("which shell? rootfs completion bash|zsh")
+        raise UsageError("which shell? rootfs completion bash|zsh")
     print(_completion_script(args.shell), end="")
     return 0
 
@@ -726,7 +719,7 @@ def _cmd_unit(args: argparse.Namespace) -> None:
     if base is not None:
         base = os.path.normpath(os.path.abspath(base))
         if not re.fullmatch(r"[A-Za-z0-9/._+-]+", base):
-            raise _UsageError(f"a unit's base directory must be a plain path, not {base!r}")
+            raise UsageError(f"a unit's base directory must be a plain path, not {base!r}")
         text = text.replace(DEFAULT_BASE_DIR, base)
     print(text.replace("ExecStart=rootfs ", f"ExecStart={_this_command()} ", 1), end="")
 
@@ -743,7 +736,7 @@ def _this_command() -> str:
 
 
 def _cmd_gc(args: argparse.Namespace) -> int:
-    report = _open(args, sweep=False).gc(dry_run=args.dry_run)
+    report = open_rootfs(args, sweep=False).gc(dry_run=args.dry_run)
     verb = "would clean up" if args.dry_run else "cleaned up"
     lines = [f"{verb} incomplete instance {i}" for i in report.instances]
     lines += [f"{verb} unexplained mount {p}" for p in report.unmounted]
@@ -759,7 +752,7 @@ def _cmd_gc(args: argparse.Namespace) -> int:
         "waiting": report.waiting,
         "failed": report.failed,
     }
-    _emit(args, data, "\n".join(lines) or ("" if report.failed else "nothing to clean up"))
+    emit(args, data, "\n".join(lines) or ("" if report.failed else "nothing to clean up"))
     return 1 if report.failed else 0
 
 
@@ -778,8 +771,8 @@ def _cmd_sample(args: argparse.Namespace) -> None:
 def _cmd_demo(args: argparse.Namespace) -> None:
     from rootfs_core.demo import run_demo
 
-    report = run_demo(_open(args), quiet=args.json)
-    _emit(args, report, "")
+    report = run_demo(open_rootfs(args), quiet=args.json)
+    emit(args, report, "")
 
 
 def _error_json(exc: RootFSError) -> dict[str, str]:
@@ -874,20 +867,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="surrogateescape")
-    parser = _parser()
-    args = parser.parse_args(argv)
-    verbose = bool(getattr(args, "verbose", False))
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Elapsed(verbose))
-    logger = logging.getLogger("rootfs")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    words = sys.argv[1:] if argv is None else argv
+    parser = _parser(_command_named(words))
+    args = parser.parse_args(words)
+    log.route_to(_log_writer(bool(getattr(args, "verbose", False))))
     try:
         return _run(parser, args)
     finally:
         # main() may be called again in the same process (an embedding
-        # program, a test): the next call's handler replaces this one.
-        logger.removeHandler(handler)
+        # program, a test): messages go back to ``logging`` in between.
+        log.route_to(None)
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -901,7 +890,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             display = getattr(args, "display", None)
             if display is not None:
                 display.close()  # a copy's progress line, before any message
-    except _UsageError as exc:
+    except UsageError as exc:
         parser.error(str(exc))
     except RootFSError as exc:
         data, shown = _explained(exc, args)

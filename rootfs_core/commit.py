@@ -37,7 +37,6 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import errno
-import logging
 import os
 import shutil
 import stat
@@ -45,6 +44,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from rootfs_core import log
 from rootfs_core.errors import ErrorId, RootFSError
 from rootfs_core.store import Claim, Record
 from rootfs_core.syscalls import Syscalls
@@ -52,7 +52,6 @@ from rootfs_core.syscalls import Syscalls
 if TYPE_CHECKING:
     from rootfs_core.core import RootFS
 
-log = logging.getLogger("rootfs")
 
 OPAQUE = "trusted.overlay.opaque"
 OVERLAY_PREFIX = "trusted.overlay."

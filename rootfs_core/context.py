@@ -10,16 +10,13 @@ plan; all the care lives here, once.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 from typing import NoReturn
 
-from rootfs_core import mounttable, paths, teardown
+from rootfs_core import log, mounttable, paths, teardown
 from rootfs_core.errors import ErrorId, RootFSError
 from rootfs_core.store import Record, Step, Store
 from rootfs_core.syscalls import MS_BIND, MS_PRIVATE, MS_RDONLY, MS_REMOUNT, Syscalls
-
-log = logging.getLogger("rootfs")
 
 _MOUNTS = ("mount", "fuse-mount")
 

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import os
 import stat
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from rootfs_core import basedir, mounttable, paths, teardown
+from rootfs_core import basedir, log, mounttable, paths, teardown
 from rootfs_core.context import BuildContext, RemoveContext
 from rootfs_core.errors import ErrorId, ImplErrorId, RootFSError
 from rootfs_core.hookspecs import PROBE_PROTOTYPE, Probe
@@ -40,8 +39,6 @@ from rootfs_core.usage import Usage, measure
 if TYPE_CHECKING:
     from rootfs_core.commit import CommitResult
     from rootfs_core.layerstore import Layer
-
-log = logging.getLogger("rootfs")
 
 
 @dataclasses.dataclass(frozen=True)

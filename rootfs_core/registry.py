@@ -15,10 +15,8 @@ describes itself wrongly, is recorded as broken too.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib
 import json
-import logging
 import os
 import sys
 import types
@@ -28,12 +26,10 @@ from typing import Any
 
 import pluggy
 
-from rootfs_core import hookspecs
+from rootfs_core import hookspecs, log
 from rootfs_core.errors import ErrorId, RootFSError
 from rootfs_core.hookspecs import BackendInfo
 from rootfs_core.selection import CacheDir
-
-log = logging.getLogger("rootfs")
 
 ENTRY_POINT_GROUP = "rootfs.backends"
 _REQUIRED_HOOKS = ("rootfs_backend_info", "rootfs_probe", "rootfs_generate")
@@ -143,6 +139,8 @@ class Registry:
             if attr not in specs:
                 if opts is not None and opts.get("optionalhook"):
                     continue
+                import difflib  # only for a misspelt hook
+
                 close = difflib.get_close_matches(attr, sorted(specs), n=1)
                 hint = f" (did you mean {close[0]}?)" if close else ""
                 problems.append(f"unknown hook {attr}{hint}")

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat
-import subprocess
 
 from rootfs_core.errors import ErrorId, RootFSError
 from rootfs_core.mounttable import mounts_below
@@ -53,6 +51,9 @@ def build_sample(path: str) -> str:
             fh.write(text)
     busybox = find_busybox()
     if busybox is not None:
+        import shutil  # here, not at the top: generate with the sample built needs neither
+        import subprocess
+
         shutil.copy2(busybox, os.path.join(staging, "bin/busybox"))
         applets = subprocess.run(
             [busybox, "--list-full"], capture_output=True, text=True, check=True

@@ -17,15 +17,13 @@ from __future__ import annotations
 import dataclasses
 import errno
 import json
-import logging
 import os
 import stat
 from collections.abc import Iterable
 
+from rootfs_core import log
 from rootfs_core.errors import ErrorId, RootFSError
 from rootfs_core.hookspecs import Probe
-
-log = logging.getLogger("rootfs")
 
 DEFAULT_CONFIG = "/etc/rootfs/config.toml"
 _SETTINGS = ("backend", "base_dir", "cache_dir")  # string settings; "options" is a table of tables

@@ -28,16 +28,13 @@ the check loses some mounts but no data, and a later remove finishes it.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import time
 
-from rootfs_core import mounttable, namespaces, paths
+from rootfs_core import log, mounttable, namespaces, paths
 from rootfs_core.errors import ErrorId, RootFSError
 from rootfs_core.store import Step
 from rootfs_core.syscalls import UMOUNT_NOFOLLOW, Syscalls
-
-log = logging.getLogger("rootfs")
 
 UNMOUNT_TRIES = 5
 UNMOUNT_FIRST_WAIT = 0.05  # seconds, doubled after each EBUSY
@@ -150,8 +147,8 @@ def held_elsewhere(signature: namespaces.Signature, before: namespaces.Copies) -
         # Without privilege other users' namespaces are invisible: say so
         # every time. As root only a process a security policy hides is
         # (this can be the init of a sandbox): said with -v.
-        log.log(
-            logging.WARNING if os.geteuid() != 0 else logging.INFO,
+        log.emit(
+            log.WARNING if os.geteuid() != 0 else log.INFO,
             "not every mount namespace could be inspected (%s): a copy of %s's mounts held there "
             "cannot be seen",
             "other users' are invisible without privilege" if os.geteuid() != 0 else "access denied",
