@@ -464,7 +464,7 @@ class RootFS:
             self._store.mark_remounting(record)
             ctx = BuildContext(record, self.syscalls, self._store, replay=True)
             try:
-                registry.call(record.backend, "rootfs_generate", ctx=ctx)
+                registry.generate(record.backend, ctx)
                 if not self.syscalls.is_mountpoint(record.root):
                     raise RootFSError(
                         ErrorId.ErrBackendFailed, f"backend {record.backend!r} did not mount {record.root}"
@@ -596,14 +596,15 @@ class RootFS:
         if name in self._probes:
             return self._probes[name]
         backend = self._get_registry().get(name)
-        verdict = self._probe_cache.get(name, backend.target, self.base_dir) if self._probe_cache else None
+        cache = self._probe_cache
+        verdict = cache.get(name, backend.target, backend.version, self.base_dir) if cache else None
         if verdict is None:
             verdict = self._run_probe(name)
             # Only a success is remembered: a failure may be mended at any
             # time (a module loaded, a package installed) and costs little to
             # find again.
-            if self._probe_cache and verdict.supported:
-                self._probe_cache.put(name, backend.target, self.base_dir, verdict)
+            if cache and verdict.supported:
+                cache.put(name, backend.target, backend.version, self.base_dir, verdict)
         self._probes[name] = verdict
         return verdict
 
@@ -611,7 +612,7 @@ class RootFS:
     def _build(self, name: str, layers: list[str], read_only: bool, options: dict[str, str]) -> str:
         with self._instance(name, layers, options, keep=True, read_only=read_only) as ctx:
             started = time.monotonic()
-            self._get_registry().call(name, "rootfs_generate", ctx=ctx)
+            self._get_registry().generate(name, ctx)
             if not self.syscalls.is_mountpoint(ctx.root):
                 raise RootFSError(
                     ErrorId.ErrBackendFailed, f"backend {name!r} did not mount the root {ctx.root}"
@@ -631,7 +632,7 @@ class RootFS:
                         fh.write(content)
                 ctx.prototype = proto
                 ctx.layers = [proto]
-                verdict = self._get_registry().call(name, "rootfs_probe", ctx=ctx)
+                verdict = self._get_registry().probe(name, ctx)
         except RootFSError as exc:
             return Probe.no(str(exc))
         if not isinstance(verdict, Probe):
@@ -708,9 +709,7 @@ class RootFS:
             if record.steps:
                 backend = self._get_registry().backends.get(record.backend)
                 if backend is not None and backend.error is None:
-                    self._get_registry().call(
-                        record.backend, "rootfs_remove", ctx=RemoveContext(record, self.syscalls)
-                    )
+                    self._get_registry().remove(record.backend, RemoveContext(record, self.syscalls))
             journal = list(record.steps)
             teardown.unmount_all(record.steps, self.syscalls)
             copies = teardown.held_elsewhere(signature, before) if record.steps else None

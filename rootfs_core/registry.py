@@ -22,7 +22,7 @@ import sys
 import types
 import zlib
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import pluggy
 
@@ -30,6 +30,9 @@ from rootfs_core import hookspecs, log
 from rootfs_core.errors import ErrorId, RootFSError
 from rootfs_core.hookspecs import BackendInfo
 from rootfs_core.selection import CacheDir
+
+if TYPE_CHECKING:
+    from rootfs_core.context import BuildContext, RemoveContext
 
 ENTRY_POINT_GROUP = "rootfs.backends"
 _REQUIRED_HOOKS = ("rootfs_backend_info", "rootfs_probe", "rootfs_generate")
@@ -43,15 +46,22 @@ class Backend:
     target: str  # "module:attr" the entry point names
     info: BackendInfo | None = None  # None when broken
     error: str | None = None  # why it could not be loaded
+    # Its distribution's version ("" when unknown): an upgrade must not
+    # inherit the old code's remembered probe verdict.
+    version: str = ""
 
 
 class Registry:
     """The backends of this environment, by name."""
 
     def __init__(
-        self, plugins: Mapping[str, tuple[str, object]], broken: Mapping[str, tuple[str, str]]
+        self,
+        plugins: Mapping[str, tuple[str, object]],
+        broken: Mapping[str, tuple[str, str]],
+        versions: Mapping[str, str] | None = None,
     ) -> None:
-        """``plugins``: name -> (target, loaded object); ``broken``: name -> (target, error)."""
+        """``plugins``: name -> (target, loaded object); ``broken``: name ->
+        (target, error); ``versions``: name -> its distribution's version."""
         self._pm = pluggy.PluginManager(hookspecs.PROJECT)
         self._pm.add_hookspecs(hookspecs.BackendSpec)
         self._plugins: dict[str, object] = {}
@@ -61,6 +71,9 @@ class Registry:
             self.backends[name] = Backend(name, target, error=error)
         for name, (target, plugin) in plugins.items():
             self.backends[name] = self._register(name, target, plugin)
+        for name, version in (versions or {}).items():
+            if name in self.backends:
+                self.backends[name].version = version
 
     @classmethod
     def discover(cls) -> Registry:
@@ -72,18 +85,19 @@ class Registry:
         each time either way.
         """
         cache = EntryPointCache()
-        targets = cache.get()
-        if targets is None:
-            plugins, broken = _load_with_stevedore()
-            cache.put({name: target for name, (target, _) in (plugins | broken).items()})
-            return cls(plugins, broken)
+        remembered = cache.get()
+        if remembered is None:
+            plugins, broken, versions = _load_with_stevedore()
+            cache.put({name: target for name, (target, _) in (plugins | broken).items()}, versions)
+            return cls(plugins, broken, versions)
+        targets, versions = remembered
         plugins, broken = {}, {}
         for name, target in targets.items():
             try:
                 plugins[name] = (target, _load(target))
             except Exception as exc:  # a broken plugin must not break the others
                 broken[name] = _failure(name, target, exc)
-        return cls(plugins, broken)
+        return cls(plugins, broken, versions)
 
     def _register(self, name: str, target: str, plugin: object) -> Backend:
         try:
@@ -101,7 +115,7 @@ class Registry:
         if missing:
             return Backend(name, target, error=f"missing hooks: {', '.join(missing)}")
         try:
-            info = self.call(name, "rootfs_backend_info")
+            info = self.backend_info(name)
         except Exception as exc:  # a plugin's bug must not break discovery
             return Backend(name, target, error=f"rootfs_backend_info failed: {exc!r}")
         if not isinstance(info, BackendInfo) or info.priority not in hookspecs.PRIORITY_RANGE:
@@ -167,8 +181,28 @@ class Registry:
         usable = [b for b in self.backends.values() if b.info is not None]
         return sorted(usable, key=lambda b: (-b.info.priority if b.info else 0, b.name))
 
-    def call(self, name: str, hook: str, **kwargs: Any) -> Any:
-        """Call one hook of one backend only."""
+    # One typed method per hook, so a caller cannot misspell a hook's name
+    # or its arguments, and gets the hook's own return type.
+    def backend_info(self, name: str) -> object:
+        """What backend ``name`` says of itself (checked by ``_register``)."""
+        return self._call(name, "rootfs_backend_info")
+
+    def probe(self, name: str, ctx: BuildContext) -> object:
+        """Backend ``name``'s probe verdict (a ``Probe`` unless it is buggy:
+        the caller checks)."""
+        return self._call(name, "rootfs_probe", ctx=ctx)
+
+    def generate(self, name: str, ctx: BuildContext) -> None:
+        """Backend ``name``'s mount plan, through ``ctx``."""
+        self._call(name, "rootfs_generate", ctx=ctx)
+
+    def remove(self, name: str, ctx: RemoveContext) -> None:
+        """Backend ``name``'s optional remove hook (nothing if it has none)."""
+        self._call(name, "rootfs_remove", ctx=ctx)
+
+    def _call(self, name: str, hook: str, **kwargs: object) -> Any:
+        """Call one hook of one backend only (pluggy would call it on every
+        registered plugin)."""
         key = (name, hook)
         caller = self._callers.get(key)
         if caller is None:
@@ -178,8 +212,11 @@ class Registry:
         return caller(**kwargs)
 
 
-def _load_with_stevedore() -> tuple[dict[str, tuple[str, object]], dict[str, tuple[str, str]]]:
-    """Scan the installed metadata and load every plugin of the group."""
+def _load_with_stevedore() -> tuple[
+    dict[str, tuple[str, object]], dict[str, tuple[str, str]], dict[str, str]
+]:
+    """Scan the installed metadata and load every plugin of the group:
+    ``(loaded, broken, versions)``."""
     from stevedore import ExtensionManager  # with importlib.metadata, ~30 ms: only on a cache miss
 
     broken: dict[str, tuple[str, str]] = {}
@@ -192,7 +229,10 @@ def _load_with_stevedore() -> tuple[dict[str, tuple[str, object]], dict[str, tup
     # RootFS, so each scan starts from the installed metadata.
     ExtensionManager.ENTRY_POINT_CACHE.pop(ENTRY_POINT_GROUP, None)
     manager: Any = ExtensionManager(ENTRY_POINT_GROUP, on_load_failure_callback=failed)
-    return {ext.name: (ext.entry_point_target, ext.plugin) for ext in manager}, broken
+    # stevedore's entry points may come from its own cache, which does not
+    # keep their distribution: the versions come from the metadata itself.
+    versions = {name: version for name, (_, version) in _declared_by().items()}
+    return {ext.name: (ext.entry_point_target, ext.plugin) for ext in manager}, broken, versions
 
 
 def _failure(name: str, target: str, exc: BaseException) -> tuple[str, str]:
@@ -241,7 +281,9 @@ class EntryPointCache:
                 key.append([entry, None])
         return key
 
-    def get(self) -> dict[str, str] | None:
+    def get(self) -> tuple[dict[str, str], dict[str, str]] | None:
+        """``(targets, versions)`` by backend name, if remembered for this
+        environment as it is now."""
         raw = self._files.read(self._name)
         if raw is None:
             return None
@@ -251,28 +293,38 @@ class EntryPointCache:
             return None
         if not isinstance(data, dict) or data.get("key") != self._key():
             return None
-        targets = data.get("targets")
-        if not isinstance(targets, dict) or not all(isinstance(t, str) for t in targets.values()):
+        targets, versions = data.get("targets"), data.get("versions")
+        if not (_names_to_text(targets) and _names_to_text(versions)):
             return None
-        return targets
+        return targets, versions
 
-    def put(self, targets: dict[str, str]) -> None:
+    def put(self, targets: dict[str, str], versions: dict[str, str]) -> None:
         if self._files.root is None:
             return
-        self._files.write(self._name, json.dumps({"key": self._key(), "targets": targets}).encode())
+        data = {"key": self._key(), "targets": targets, "versions": versions}
+        self._files.write(self._name, json.dumps(data).encode())
+
+
+def _names_to_text(table: object) -> TypeGuard[dict[str, str]]:
+    return isinstance(table, dict) and all(isinstance(v, str) for v in table.values())
 
 
 def distributions_by_backend() -> dict[str, str]:
     """Backend name -> the installed distribution that declares its entry point.
 
     Reads every installed distribution's metadata (tens of milliseconds), so
-    only ``rootfs backends`` asks.
+    only ``rootfs backends`` and a scan after an install ask.
     """
+    return {name: dist for name, (dist, _) in _declared_by().items()}
+
+
+def _declared_by() -> dict[str, tuple[str, str]]:
+    """Backend name -> (distribution, version) declaring its entry point."""
     from importlib.metadata import distributions
 
-    found: dict[str, str] = {}
+    found: dict[str, tuple[str, str]] = {}
     for dist in distributions():
         for entry_point in dist.entry_points:
             if entry_point.group == ENTRY_POINT_GROUP:
-                found.setdefault(entry_point.name, dist.metadata["Name"])
+                found.setdefault(entry_point.name, (dist.metadata["Name"], dist.version))
     return found

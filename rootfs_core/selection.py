@@ -381,7 +381,9 @@ class ProbeCache:
     def _name(name: str, base_dir: str) -> str:
         return f"{name}-{os.stat(base_dir).st_dev}-{os.geteuid()}.json"
 
-    def get(self, name: str, target: str, base_dir: str) -> Probe | None:
+    def get(self, name: str, target: str, version: str, base_dir: str) -> Probe | None:
+        """The verdict remembered for this backend (the same entry point of
+        the same version), base directory's filesystem and user, this boot."""
         if self._files.root is None:
             return None
         raw = self._files.read(self._name(name, base_dir))
@@ -391,17 +393,20 @@ class ProbeCache:
             data = json.loads(raw)
         except ValueError:
             return None
-        if not isinstance(data, dict) or data.get("boot_id") != _boot_id() or data.get("target") != target:
+        if not isinstance(data, dict):
+            return None
+        if (data.get("boot_id"), data.get("target"), data.get("version")) != (_boot_id(), target, version):
             return None
         reason = data.get("reason")
         return Probe(bool(data.get("supported")), reason if isinstance(reason, str) else None)
 
-    def put(self, name: str, target: str, base_dir: str, probe: Probe) -> None:
+    def put(self, name: str, target: str, version: str, base_dir: str, probe: Probe) -> None:
         if self._files.root is None:
             return
         record = {
             "boot_id": _boot_id(),
             "target": target,
+            "version": version,
             "supported": probe.supported,
             "reason": probe.reason,
         }

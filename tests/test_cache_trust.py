@@ -81,7 +81,8 @@ def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
 def _plant_verdict(top: Path, base_dir: str, registry: Registry, name: str) -> tuple[Path, Path]:
     """A cached "supported" verdict for backend ``name``, as rootfs would write it."""
     kind = _private_dir(top / "probes")
-    record = {"boot_id": _boot_id(), "target": registry.backends[name].target, "supported": True}
+    backend = registry.backends[name]
+    record = {"boot_id": _boot_id(), "target": backend.target, "version": backend.version, "supported": True}
     planted = kind / f"{name}-{os.stat(base_dir).st_dev}-{os.geteuid()}.json"
     return kind, _private_file(planted, json.dumps(record | {"reason": None}))
 
@@ -149,7 +150,7 @@ def _plant_entry_point(top: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     (modules / f"{module}.py").write_text("PLANTED = True\n")
     monkeypatch.syspath_prepend(str(modules))
     kind = _private_dir(top / "entry-points")
-    record = {"key": EntryPointCache._key(), "targets": {"planted": module}}
+    record = {"key": EntryPointCache._key(), "targets": {"planted": module}, "versions": {}}
     name = os.path.basename(EntryPointCache().path or f"{os.geteuid()}.json")
     return module, kind, _private_file(kind / name, json.dumps(record))
 

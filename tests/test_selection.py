@@ -243,3 +243,31 @@ def test_environments_keep_their_own_entry_points(
         assert "forged" not in Registry.discover().backends
         assert len(list((tmp_path / "entry-points").iterdir())) == 2
     assert "forged" in Registry.discover().backends  # the first one's was not evicted
+
+
+def test_probe_cache_forgets_a_verdict_when_the_backend_is_upgraded(
+    base_dir: str, registry: Registry, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A verdict belongs to one version of the backend's distribution: new
+    code behind the same entry point is probed again."""
+    monkeypatch.setenv("ROOTFS_CACHE", str(tmp_path))
+    registry.backends["bindtest"].version = "1.0"
+    assert RootFS(base_dir, registry=registry).probe("bindtest").supported is True
+    (path,) = (tmp_path / "probes").iterdir()
+    assert json.loads(path.read_text())["version"] == "1.0"
+    path.write_text(path.read_text().replace('"supported": true', '"supported": false'))
+    assert RootFS(base_dir, registry=registry).probe("bindtest").supported is False  # same version: believed
+    registry.backends["bindtest"].version = "1.1"
+    assert RootFS(base_dir, registry=registry).probe("bindtest").supported is True  # upgraded: probed again
+    assert json.loads(path.read_text())["version"] == "1.1"
+
+
+def test_discovery_remembers_each_backends_version(
+    base_dir: str, discovery_path: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The versions come from the installed metadata on a scan and from the
+    entry-point cache after it, the same either way."""
+    monkeypatch.setenv("ROOTFS_CACHE", str(tmp_path))
+    scanned = {name: b.version for name, b in Registry.discover().backends.items()}
+    assert scanned["bindtest"] == "0.0.0"  # the test distribution's dist-info
+    assert {name: b.version for name, b in Registry.discover().backends.items()} == scanned
