@@ -275,7 +275,12 @@ def _cmd_generate(args: argparse.Namespace) -> None:
     root = rfs.generate(*layers, read_only=args.read_only, **options)
     seconds = time.monotonic() - started
     instance = rfs.instance(root)
-    assert instance is not None
+    if instance is None:
+        from rootfs_core.errors import ErrorId, RootFSError
+
+        raise RootFSError(
+            ErrorId.ErrNoSuchRoot, f"{root} was removed by someone else before it was described"
+        )
     data = {
         "root": root,
         "id": instance.id,

@@ -179,12 +179,19 @@ def needs_merged_view(upper: str) -> list[str]:
     return sorted(found)
 
 
+def _upper(plan: Plan) -> str:
+    """The union's upper, for the steps only a union has (a real check:
+    an ``assert`` would vanish under ``python -O``)."""
+    if plan.union is None:
+        raise RootFSError(ErrorId.ErrCommit, "a union's step was asked of an instance that is no union")
+    return plan.union
+
+
 def stage_from_merged(plan: Plan, root: str, staging: str, syscalls: Syscalls) -> None:
     """While ``root`` is mounted: copy what ``needs_merged_view`` names from
     it into ``staging``, and find the names that share a copied-up file only
     through overlay's index."""
-    assert plan.union is not None
-    for number, relative in enumerate(needs_merged_view(plan.union)):
+    for number, relative in enumerate(needs_merged_view(_upper(plan))):
         source = os.path.join(root, relative)
         target = os.path.join(staging, f"m{number}")
         try:
@@ -208,8 +215,7 @@ def _find_aliases(plan: Plan, root: str) -> None:
     """Names of the merged root that show an upper file although the upper
     lacks them (overlay's index, fuse-overlayfs's inode table): only looked
     for when some upper file has several links in the merged root."""
-    assert plan.union is not None
-    upper = plan.union
+    upper = _upper(plan)
     wanted: dict[tuple[int, int], str] = {}
     for relative in _walk(upper):
         st = os.lstat(os.path.join(upper, relative))
@@ -264,8 +270,7 @@ def _walk(top: str) -> list[str]:
 def finish_union(plan: Plan, backend: str, trash: str, syscalls: Syscalls) -> str:
     """Once unmounted: the upper made a portable layer in place (staged
     copies in, aliases linked, private state out); returns its path."""
-    assert plan.union is not None
-    upper = plan.union
+    upper = _upper(plan)
     for number, (relative, staged) in enumerate(sorted(plan.staged.items())):
         target = os.path.join(upper, relative)
         parent = os.path.dirname(target)

@@ -14,10 +14,11 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from rootfs_core.checksum import tree_checksum
 from rootfs_core.core import RootFS
 from rootfs_core.errors import ErrorId, RootFSError
+from rootfs_core.mounttable import mounts_below
 from rootfs_core.sample import ensure_sample
-from rootfs_core.testing.checks import mounts_below, tree_checksum
 
 T = TypeVar("T")
 
@@ -38,7 +39,8 @@ def run_demo(rfs: RootFS, *, quiet: bool = False) -> dict[str, Any]:
     before = tree_checksum(prototype)
     root = step("generate", lambda: rfs.generate(prototype))
     instance = rfs.instance(root)
-    assert instance is not None
+    if instance is None:
+        raise RootFSError(ErrorId.ErrNoSuchRoot, f"{root} was removed by someone else during the demo")
     if not quiet:
         print(f"  root {root} (backend {instance.backend})")
     step("write /tmp/hello.txt inside the root", lambda: _write(root, "tmp/hello.txt", "hello from rootfs\n"))

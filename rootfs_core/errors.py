@@ -64,10 +64,13 @@ class ImplErrorId(enum.Enum):
 class RootFSError(Exception):
     """A failure with an id that says which step failed.
 
-    ``cause`` is the underlying exception (usually an ``OSError``), and
-    ``cleanup_errors`` lists what went wrong while undoing a failed operation:
-    when it is non-empty, something may be left behind and ``rootfs gc``
-    should be run once the cause is fixed.
+    ``cause`` is the underlying exception (usually an ``OSError``): it is
+    ``__cause__``, set by the constructor so that an error made without
+    ``raise ... from`` still names it, and by ``raise ... from`` otherwise;
+    one attribute, not two that could disagree. ``cleanup_errors`` lists
+    what went wrong while undoing a failed operation: when it is non-empty,
+    something may be left behind and ``rootfs gc`` should be run once the
+    cause is fixed.
     """
 
     def __init__(
@@ -80,8 +83,13 @@ class RootFSError(Exception):
         super().__init__(message)
         self.error_id = error_id
         self.message = message
-        self.cause = cause
+        self.__cause__ = cause
         self.cleanup_errors: list[RootFSError] = []
+
+    @property
+    def cause(self) -> BaseException | None:
+        """The underlying exception (``__cause__``)."""
+        return self.__cause__
 
     def __repr__(self) -> str:
         return f"RootFSError({self.error_id}, {self.message!r})"

@@ -100,12 +100,14 @@ class TerminalProgress:
         self._bar: _Plain | _Tqdm | _Rich | None = None
 
     def __call__(self, event: CopyProgress) -> None:
-        if self._copy != (event.source, event.target):
+        bar = self._bar
+        if bar is None or self._copy != (event.source, event.target):
             self.close()
             self._copy = (event.source, event.target)
-            self._bar = self._open(os.path.basename(event.source.rstrip("/")) or event.source, event.total)
-        assert self._bar is not None
-        self._bar.update(event.copied, event.total)
+            bar = self._bar = self._open(
+                os.path.basename(event.source.rstrip("/")) or event.source, event.total
+            )
+        bar.update(event.copied, event.total)
         if event.done:
             self.close()
 

@@ -146,10 +146,11 @@ def mount_info(path: str | None = None, fd: int | None = None) -> tuple[int, boo
     if fd is not None:
         res = _lib().statx(fd, b"", _AT_EMPTY_PATH, _STATX_MNT_ID, buf)
         name = f"fd {fd}"
-    else:
-        assert path is not None
+    elif path is not None:
         res = _lib().statx(_AT_FDCWD, os.fsencode(path), _AT_SYMLINK_NOFOLLOW, _STATX_MNT_ID, buf)
         name = path
+    else:
+        raise TypeError("mount_info() needs a path or an fd")
     _check(res, "statx", name)
     raw = buf.raw
     attributes = int.from_bytes(raw[8:16], "little")
