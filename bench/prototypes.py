@@ -17,6 +17,8 @@ import shutil
 import subprocess
 import sys
 
+import hygiene
+
 from rootfs_core.sample import build_sample
 
 DEBIAN_FILES = 6_800
@@ -50,18 +52,10 @@ def debian(path: str, *, try_debootstrap: bool) -> str:
             "synthesising a tree of the same shape",
             file=sys.stderr,
         )
-        _remove_unmounted_tree(path)
+        if not hygiene.delete_tree(path):
+            raise RuntimeError(f"debootstrap left {path} mounted on or undeletable; not synthesising over it")
     synthesise_debian(path)
     return f"synthetic Debian-minbase shape ({count_files(path)} files)"
-
-
-def _remove_unmounted_tree(path: str) -> None:
-    """Delete a failed debootstrap target, but only once nothing is mounted below it."""
-    prefix = os.path.realpath(path) + "/"
-    with open("/proc/self/mountinfo", encoding="utf-8") as fh:
-        if any(line.split()[4].startswith(prefix) for line in fh):
-            raise RuntimeError(f"debootstrap left a mount below {path}; not deleting it")
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def synthesise_debian(path: str, files: int = DEBIAN_FILES, seed: int = 8) -> None:
