@@ -25,6 +25,10 @@ Capability flags (class attributes):
 - ``options``: options passed to every generate of a writable root (a
   read-only view is generated without them: options such as ``size`` shape
   a writable layer, which a view has none of).
+- ``band``: the priority band the backend belongs to (one of
+  ``rootfs_core.hookspecs``' ``BAND_*``), which its priority must lie in;
+  unset, that check skips (the registry itself only refuses priorities
+  outside 1..399, which the bands cover whole).
 
 The layered cases (a stack with whiteouts and an opaque directory, a
 read-only view, a failure at every step of a layered generate) run when the
@@ -76,7 +80,7 @@ from rootfs_core.errors import ErrorId, RootFSError
 from rootfs_core.hookspecs import Probe
 from rootfs_core.registry import Registry
 from rootfs_core.syscalls import LinuxSyscalls, Syscalls
-from rootfs_core.testing.checks import instance_mounts, mounts_below, tree_checksum
+from rootfs_core.testing.checks import instance_mounts, mount_points, mounts_below, tree_checksum
 from rootfs_core.testing.faults import Call, FakeMounts, FaultySyscalls
 from rootfs_core.testing.prototypes import ODD_NAME
 
@@ -236,6 +240,35 @@ def _tree_difference(before: dict[bytes, tuple[object, ...]], after: dict[bytes,
     return f"missing {missing[:5]}, extra {extra[:5]}, differing {differ[:5]}"
 
 
+def mounts_of(rfs: RootFS) -> list[str]:
+    """The mounts of ``rfs``'s instances: real ones below its base directory
+    and, with ``FakeMounts``, the simulated ones."""
+    syscalls = rfs.syscalls.inner if isinstance(rfs.syscalls, FaultySyscalls) else rfs.syscalls
+    simulated = list(syscalls.mounted) if isinstance(syscalls, FakeMounts) else []
+    return simulated + instance_mounts(rfs.base_dir)
+
+
+def assert_removed_for_good(rfs: RootFS, root: str) -> None:
+    """After ``rfs.remove(root)``: no record, no mount and no directory of
+    the instance is left, and a second remove, by path or by id, touches
+    nothing. It raises ``ErrNoSuchRoot`` naming what it was given (a script
+    with a stale path learns of it), or, with ``missing_ok``, returns True
+    (False would say data is kept for a copy elsewhere: there is none)."""
+    instance_id = os.path.basename(os.path.dirname(root))
+    assert rfs.instances() == [], "a record was left"
+    assert mounts_of(rfs) == [], "a mount was left"
+    assert sorted(os.listdir(rfs.base_dir)) == [".rootfs"], "a directory of the instance was left"
+    before = (mount_points(), mounts_of(rfs), tree_checksum(rfs.base_dir))
+    for again in (root, instance_id):
+        with pytest.raises(RootFSError) as info:
+            rfs.remove(again)
+        assert info.value.error_id is ErrorId.ErrNoSuchRoot, info.value
+        assert again in str(info.value), info.value
+        assert rfs.remove(again, missing_ok=True) is True
+    after = (mount_points(), mounts_of(rfs), tree_checksum(rfs.base_dir))
+    assert after == before, "a remove of a root that is gone changed the mounts or the base directory"
+
+
 class BackendConformance:
     """Inherit, set ``backend``; see the module's docstring."""
 
@@ -243,6 +276,7 @@ class BackendConformance:
     real_mounts: ClassVar[bool] = True
     writable: ClassVar[tuple[str, ...]] = ("etc", "tmp")
     options: ClassVar[dict[str, str]] = {}
+    band: ClassVar[range | None] = None
 
     # ---------------------------------------------------------- factories
     def make_syscalls(self) -> Syscalls:
@@ -265,12 +299,6 @@ class BackendConformance:
     @pytest.fixture
     def rfs(self, base_dir: str) -> RootFS:
         return self.make_rootfs(base_dir, self.make_syscalls())
-
-    def _mounts(self, rfs: RootFS) -> list[str]:
-        """Mounts below the base dir, real and (with FakeMounts) simulated."""
-        syscalls = rfs.syscalls.inner if isinstance(rfs.syscalls, FaultySyscalls) else rfs.syscalls
-        simulated = list(syscalls.mounted) if isinstance(syscalls, FakeMounts) else []
-        return simulated + instance_mounts(rfs.base_dir)
 
     def _need_real_mounts(self) -> None:
         if not self.real_mounts:
@@ -307,18 +335,44 @@ class BackendConformance:
         remove_scratch(holder)
 
     # ---------------------------------------------------------- describing itself
-    def test_describes_itself_within_a_band(self) -> None:
-        backend = Registry.discover().get(self.backend)
-        assert backend.info is not None
-        assert any(backend.info.priority in band for band in BANDS), backend.info.priority
-        assert backend.info.summary.strip()
-        assert set(self.options) <= set(backend.info.options)
+    def test_describes_itself(self) -> None:
+        info = self._info()
+        assert info.summary.strip(), f"{self.backend} has an empty summary"
+        unknown = set(self.options) - set(info.options)
+        assert not unknown, (
+            f"the suite's options {sorted(unknown)} are not among those {self.backend} declares"
+        )
 
-    def test_probe_explains_itself(self, base_dir: str) -> None:
-        probe = RootFS(base_dir, backend=self.backend).probe(self.backend)
-        assert isinstance(probe, Probe)
-        if not probe.supported:
-            assert isinstance(probe.reason, str) and probe.reason.strip()
+    def test_priority_is_in_the_band_it_claims(self) -> None:
+        """The registry refuses a priority outside 1..399, which the bands
+        cover whole: only the band the backend claims says whether its
+        priority places it where it belongs in the selection order."""
+        if self.band is None:
+            pytest.skip(f"set band to the hookspecs.BAND_* {self.backend} belongs to, to check its priority")
+        assert self.band in BANDS, f"{self.band} is none of the bands of rootfs_core.hookspecs"
+        priority = self._info().priority
+        band = f"{self.band.start}..{self.band.stop - 1}"
+        assert priority in self.band, f"{self.backend}'s priority {priority} is outside its band {band}"
+
+    def test_probe_explains_itself(self, base_dir: str, prototype: str) -> None:
+        """A verdict, leaving nothing behind; when it is "unsupported", a
+        reason, which a generate forced onto the backend reports (as
+        ``ErrBackendUnsupported``) before making anything."""
+        rfs = RootFS(base_dir, backend=self.backend)
+        probe = rfs.probe(self.backend)
+        assert type(probe.supported) is bool, f"supported is not a bool: {probe!r}"
+        assert rfs.instances() == [] and instance_mounts(base_dir) == [], "the probe left its instance"
+        assert sorted(os.listdir(base_dir)) == [".rootfs"], "the probe left a directory"
+        if probe.supported:
+            return
+        assert isinstance(probe.reason, str) and probe.reason.strip(), (
+            f"unsupported, with no reason: {probe!r}"
+        )
+        with pytest.raises(RootFSError) as refused:
+            rfs.generate(prototype, **self.options)
+        assert refused.value.error_id is ErrorId.ErrBackendUnsupported, refused.value
+        assert probe.reason in str(refused.value), refused.value
+        assert rfs.instances() == [] and sorted(os.listdir(base_dir)) == [".rootfs"]
 
     # ---------------------------------------------------------- the root
     def test_root_shows_the_prototype(self, rfs: RootFS, prototype: str) -> None:
@@ -389,7 +443,7 @@ class BackendConformance:
             with pytest.raises(RootFSError) as failed:
                 rfs.generate(*[prototype] * count, read_only=read_only)
             assert failed.value.error_id is ErrorId.ErrUnsupportedRequest, failed.value
-            assert rfs.instances() == [] and self._mounts(rfs) == []
+            assert rfs.instances() == [] and mounts_of(rfs) == []
             assert set(os.listdir(rfs.base_dir)) <= {".rootfs"}
 
     def test_a_stack_shows_each_layer_and_hides_what_whiteouts_and_opaque_dirs_hide(
@@ -460,7 +514,7 @@ class BackendConformance:
                 assert refused.value.errno == errno.EROFS, f"{what}: {refused.value}"
         finally:
             rfs.remove(root)
-        assert rfs.instances() == [] and self._mounts(rfs) == []
+        assert rfs.instances() == [] and mounts_of(rfs) == []
         assert [tree_checksum(layer) for layer in layers] == before, "a layer was modified"
 
     def test_a_failure_at_any_step_of_a_layered_generate_leaves_nothing(
@@ -484,7 +538,7 @@ class BackendConformance:
                 rfs.generate(*layers, **self.options)
             assert info.value.cleanup_errors == [], f"step {step}: rollback failed: {info.value}"
             assert rfs.instances() == [], f"step {step}: a record was left"
-            assert self._mounts(rfs) == [], f"step {step}: a mount was left"
+            assert mounts_of(rfs) == [], f"step {step}: a mount was left"
             assert sorted(os.listdir(base_dir)) == [".rootfs"], f"step {step}: a directory was left"
 
     # ---------------------------------------------------------- commit
@@ -548,7 +602,7 @@ class BackendConformance:
                     )
                 raise
             assert result.id is not None and os.path.isdir(result.layer), result
-            assert rfs.instances() == [] and self._mounts(rfs) == [], "commit left the instance"
+            assert rfs.instances() == [] and mounts_of(rfs) == [], "commit left the instance"
             assert sorted(os.listdir(rfs.base_dir)) == [".rootfs"]
             assert private_xattrs(result.layer) == [], "the layer holds private state of a mount"
             [stored] = rfs.layers()
@@ -571,7 +625,7 @@ class BackendConformance:
             assert [layer.instances for layer in rfs.layers()] == [[instance.id]]
             viewer.remove(second)
             rfs.remove_layer(result.id)
-            assert rfs.layers() == [] and rfs.instances() == [] and self._mounts(rfs) == []
+            assert rfs.layers() == [] and rfs.instances() == [] and mounts_of(rfs) == []
         finally:
             for left in rfs.instances():  # whatever a failure left, before the base dir's own check
                 rfs.remove(left.root)
@@ -601,28 +655,21 @@ class BackendConformance:
         assert rfs.syscalls.is_mountpoint(root)
         assert [(i.root, i.state) for i in rfs.instances()] == [(root, "ready")]
         assert rfs.remove(root) is True
-        assert rfs.instances() == []
-        assert self._mounts(rfs) == []
-        assert not os.path.lexists(os.path.dirname(root))
         self.assert_nothing_else_left(root)
-        with pytest.raises(RootFSError) as info:
-            rfs.remove(root)
-        assert info.value.error_id is ErrorId.ErrNoSuchRoot
-        assert rfs.remove(root, missing_ok=True) is True
-        assert os.listdir(rfs.base_dir) == [".rootfs"]
+        assert_removed_for_good(rfs, root)
 
     def test_a_busy_root_is_refused_untouched_then_removed(self, rfs: RootFS, prototype: str) -> None:
         """A process in the root: remove fails with ``ErrRootBusy`` before
         touching anything (the root stays ready and whole), then works."""
         self._need_real_mounts()
         root = rfs.generate(prototype, **self.options)
-        before = self._mounts(rfs)
+        before = mounts_of(rfs)
         holder = subprocess.Popen(["sleep", "60"], cwd=root)
         try:
             with pytest.raises(RootFSError) as info:
                 rfs.remove(root)
             assert info.value.error_id is ErrorId.ErrRootBusy
-            assert self._mounts(rfs) == before
+            assert mounts_of(rfs) == before
             assert [(i.root, i.state) for i in rfs.instances()] == [(root, "ready")]
             with open(os.path.join(root, "etc/hostname")) as fh:
                 assert fh.read() == "prototype\n"
@@ -630,7 +677,7 @@ class BackendConformance:
             holder.kill()
             holder.wait()
         rfs.remove(root)
-        assert self._mounts(rfs) == []
+        assert mounts_of(rfs) == []
 
     def test_refuses_to_remove_what_it_did_not_make(self, rfs: RootFS, prototype: str) -> None:
         with pytest.raises(RootFSError) as info:
@@ -661,7 +708,7 @@ class BackendConformance:
                 rfs.generate(prototype, **self.options)
             assert info.value.cleanup_errors == [], f"step {step}: rollback failed: {info.value}"
             assert rfs.instances() == [], f"step {step}: a record was left"
-            assert self._mounts(rfs) == [], f"step {step}: a mount was left"
+            assert mounts_of(rfs) == [], f"step {step}: a mount was left"
             assert sorted(os.listdir(base_dir)) == [".rootfs"], f"step {step}: a directory was left"
 
     def test_a_failure_at_any_step_of_remove_can_be_retried(self, base_dir: str, prototype: str) -> None:
@@ -690,7 +737,7 @@ class BackendConformance:
             assert os.path.isfile(os.path.join(prototype, "etc/hostname"))
             faulty.fail_on = set()
             rfs.remove(root)
-            assert rfs.instances() == [] and self._mounts(rfs) == []
+            assert rfs.instances() == [] and mounts_of(rfs) == []
             self.assert_nothing_else_left(root)
 
     def assert_nothing_else_left(self, root: str) -> None:

@@ -10,6 +10,7 @@ import subprocess
 import pytest
 
 from rootfs_core import RootFS
+from rootfs_core.mounttable import filesystem_of
 from rootfs_core.testing.checks import instance_mounts
 
 
@@ -22,19 +23,10 @@ def aufs(base_dir: str) -> RootFS:
     return rfs
 
 
-def fstype_of(mount_point: str) -> str:
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as fh:
-        for line in fh:
-            fields = line.split(" ")
-            if fields[4] == mount_point:
-                return fields[fields.index("-") + 1]
-    raise AssertionError(f"{mount_point} is not mounted")
-
-
 def test_root_is_a_writable_union_over_the_prototype(aufs: RootFS, prototype: str) -> None:
     with aufs.generated(prototype) as root:
         instance = os.path.dirname(root)
-        assert fstype_of(root) == "aufs"
+        assert filesystem_of(root) == ("aufs", root)
         with open(os.path.join(root, "etc/hostname"), "rb") as fh:
             assert fh.read() == b"prototype\n"
         with open(os.path.join(root, "etc/hostname"), "ab") as fh:  # copy-up

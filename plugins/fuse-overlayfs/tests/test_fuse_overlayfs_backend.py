@@ -20,22 +20,15 @@ from rootfs_fuse_overlayfs import backend
 
 from rootfs_core import ErrorId, RootFS, RootFSError, teardown
 from rootfs_core.hookspecs import BAND_OTHER_UNION
+from rootfs_core.mounttable import filesystem_of
 from rootfs_core.store import Step, Store
 from rootfs_core.syscalls import UMOUNT_NOFOLLOW, LinuxSyscalls
 from rootfs_core.testing.checks import instance_mounts, mount_options
+from rootfs_core.testing.conformance import assert_removed_for_good
 from rootfs_core.testing.fixtures import assert_base_dir_clean, remove_scratch, scratch_dir
 from rootfs_core.testing.prototypes import make_tiny_prototype
 
 Daemons = Callable[[str], list[str]]
-
-
-def fstype_of(mount_point: str) -> str:
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as fh:
-        for line in fh:
-            fields = line.split()
-            if fields[4] == mount_point:
-                return fields[fields.index("-") + 1]
-    raise AssertionError(f"{mount_point} is not mounted")
 
 
 def start_time(pid: int) -> str | None:
@@ -106,7 +99,7 @@ def test_generate_write_delete_read_then_remove_leaves_nothing(
     root = rfs.generate(prototype)
     instance = os.path.dirname(root)
     assert instance_mounts(base_dir) == [root]
-    assert fstype_of(root) == "fuse.fuse-overlayfs"
+    assert filesystem_of(root) == ("fuse.fuse-overlayfs", root)
     assert len(daemons(root)) == 1
     # read: the prototype, every kind of file
     assert sorted(os.listdir(root)) == sorted(os.listdir(prototype))
@@ -165,10 +158,7 @@ def test_instances_are_isolated(rfs: RootFS, prototype: str) -> None:
 def test_a_second_remove_says_no_such_root_unless_missing_ok(rfs: RootFS, prototype: str) -> None:
     root = rfs.generate(prototype)
     assert rfs.remove(root) is True
-    with pytest.raises(RootFSError) as exc:
-        rfs.remove(root)
-    assert exc.value.error_id is ErrorId.ErrNoSuchRoot
-    assert rfs.remove(root, missing_ok=True) is True
+    assert_removed_for_good(rfs, root)
 
 
 def test_the_journal_names_the_daemon_by_pid_and_start_time(

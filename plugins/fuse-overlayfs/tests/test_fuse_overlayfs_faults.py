@@ -12,6 +12,7 @@ import pytest
 from conftest import live_daemons
 
 from rootfs_core import ErrorId, RootFS, RootFSError
+from rootfs_core.hookspecs import BAND_OTHER_UNION
 from rootfs_core.testing.conformance import BackendConformance
 from rootfs_core.testing.faults import Call, FaultySyscalls, probed_rootfs
 from rootfs_core.testing.fixtures import assert_base_dir_clean
@@ -21,6 +22,7 @@ pytestmark = pytest.mark.usefixtures("as_root")
 
 class TestConformance(BackendConformance):
     backend = "fuse-overlayfs"
+    band = BAND_OTHER_UNION
 
     def assert_nothing_else_left(self, root: str) -> None:
         assert live_daemons(root) == [], "a fuse-overlayfs daemon outlived its root"
@@ -28,6 +30,7 @@ class TestConformance(BackendConformance):
 
 class TestConformanceSimulated(BackendConformance):
     backend = "fuse-overlayfs"
+    band = BAND_OTHER_UNION
     real_mounts = False
 
 

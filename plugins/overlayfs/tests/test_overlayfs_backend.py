@@ -13,6 +13,7 @@ from rootfs_overlayfs import backend
 
 from rootfs_core import ErrorId, RootFS, RootFSError, basedir
 from rootfs_core.hookspecs import BAND_KERNEL_UNION
+from rootfs_core.registry import Registry
 from rootfs_core.syscalls import MS_PRIVATE, UMOUNT_NOFOLLOW, LinuxSyscalls
 from rootfs_core.testing.faults import FaultySyscalls
 from rootfs_core.testing.fixtures import (
@@ -24,10 +25,34 @@ from rootfs_core.testing.fixtures import (
 from rootfs_core.testing.prototypes import make_tiny_prototype
 
 
-def test_priority_sits_in_the_kernel_union_band_above_aufs() -> None:
+def test_priority_sits_in_the_kernel_union_band() -> None:
     info = backend.rootfs_backend_info()
     assert info.priority == 350 and info.priority in BAND_KERNEL_UNION
     assert set(info.options) == {"size"}
+
+
+# The selection order the README's table of backends documents, best first.
+DOCUMENTED_ORDER = ("overlayfs", "aufs", "fuse-overlayfs", "quilt")
+
+
+def test_selected_before_aufs_and_quilt_where_they_are_installed() -> None:
+    """As the installed registry reports them: overlayfs's priority is above
+    aufs's and quilt's, and the in-tree backends installed with it are
+    ordered as documented. Where aufs or quilt is not installed (tox's
+    overlayfs environment installs overlayfs alone) it skips, saying so."""
+    registry = Registry.discover()
+    missing = [name for name in ("aufs", "quilt") if name not in registry.backends]
+    if missing:
+        pytest.skip(f"not installed here, so nothing to compare with: {', '.join(missing)}")
+
+    def priority(name: str) -> int:
+        info = registry.get(name).info  # ErrUnknownBackend for a broken one
+        assert info is not None
+        return info.priority
+
+    assert priority("overlayfs") > priority("aufs") > priority("quilt")
+    installed = [name for name in DOCUMENTED_ORDER if name in registry.backends]
+    assert [b.name for b in registry.by_priority() if b.name in DOCUMENTED_ORDER] == installed
 
 
 def test_supported_and_selected_here(

@@ -13,6 +13,7 @@ from rootfs_quilt import backend
 from rootfs_core import ErrorId, RootFS, RootFSError
 from rootfs_core.hookspecs import BAND_COPY
 from rootfs_core.testing.checks import instance_mounts, mounts_below, tree_checksum
+from rootfs_core.testing.conformance import assert_removed_for_good
 from rootfs_core.testing.fixtures import assert_base_dir_clean
 
 SEED_DIRS = ("proc", "dev", "etc", "home", "sbin", "var", "tmp")
@@ -84,14 +85,7 @@ def test_remove_unmounts_all_and_deletes_the_copies(quilt: RootFS, prototype: st
     assert instance_mounts(quilt.base_dir) == []
     assert not os.path.lexists(instance_dir(root))
     assert records(quilt.base_dir) == []
-    # A second remove touches nothing: it says the root is not there, or,
-    # with missing_ok, that it is gone.
-    with pytest.raises(RootFSError) as info:
-        quilt.remove(root)
-    assert info.value.error_id is ErrorId.ErrNoSuchRoot
-    assert quilt.remove(root, missing_ok=True) is True
-    assert os.listdir(quilt.base_dir) == [".rootfs"]
-    assert instance_mounts(quilt.base_dir) == []
+    assert_removed_for_good(quilt, root)
 
 
 def test_dirs_option_limits_the_writable_dirs(quilt: RootFS, prototype: str) -> None:
