@@ -24,6 +24,7 @@ import time
 from typing import TYPE_CHECKING
 
 from rootfs_core.errors import ErrorId, RootFSError
+from rootfs_core.files import replace_file
 from rootfs_core.store import STATE_DIR, is_instance_id, pid_alive, unlink_if_present, untrusted
 
 if TYPE_CHECKING:
@@ -105,13 +106,9 @@ class LayerStore:
     def write_meta(self, layer_id: str, meta: dict[str, object]) -> None:
         """The layer's description, appearing whole (temporary name, then rename)."""
         path = self.meta_path(layer_id)
-        tmp = f"{path}.{os.getpid()}.tmp"
         try:
-            with open(tmp, "x", encoding="utf-8") as fh:
-                json.dump(meta, fh)
-            os.replace(tmp, path)
+            replace_file(path, json.dumps(meta).encode(), mode=0o644)
         except OSError as exc:
-            unlink_if_present(tmp)
             raise RootFSError(ErrorId.ErrRecord, f"cannot write {path}", cause=exc) from exc
 
     def read_meta(self, layer_id: str) -> dict[str, object]:

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 
 from rootfs_core import log
 from rootfs_core.errors import ErrorId, RootFSError
+from rootfs_core.files import replace_file
 from rootfs_core.hookspecs import Probe
 
 DEFAULT_CONFIG = "/etc/rootfs/config.toml"
@@ -268,22 +269,10 @@ class CacheDir:
         directory = self._open_dir(create=True)
         if directory is None:
             return
-        tmp = f"{name}.{os.getpid()}.tmp"
         try:
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(tmp, flags, 0o600, dir_fd=directory)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-            finally:
-                os.close(fd)
-            os.replace(tmp, name, src_dir_fd=directory, dst_dir_fd=directory)
+            replace_file(name, data, dir_fd=directory)
         except OSError:
-            try:
-                os.unlink(tmp, dir_fd=directory)
-            except OSError:
-                pass
+            pass
         finally:
             os.close(directory)
 
