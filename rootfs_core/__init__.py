@@ -16,8 +16,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rootfs_core.core import BackendStatus, GcReport, Instance, RootFS
+    from rootfs_core.core import BackendStatus, Instance, RootFS
     from rootfs_core.errors import ErrorId, ImplErrorId, RootFSError
+    from rootfs_core.sweep import GcReport
 
     __version__: str
 
@@ -27,7 +28,7 @@ _WHERE = {
     "RootFS": "rootfs_core.core",
     "Instance": "rootfs_core.core",
     "BackendStatus": "rootfs_core.core",
-    "GcReport": "rootfs_core.core",
+    "GcReport": "rootfs_core.sweep",
     "ErrorId": "rootfs_core.errors",
     "ImplErrorId": "rootfs_core.errors",
     "RootFSError": "rootfs_core.errors",

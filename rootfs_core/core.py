@@ -26,13 +26,15 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from rootfs_core import basedir, log, mounttable, paths, teardown
+from rootfs_core import sweep as sweeping
 from rootfs_core.context import BuildContext, RemoveContext
 from rootfs_core.errors import ErrorId, ImplErrorId, RootFSError
 from rootfs_core.hookspecs import PROBE_PROTOTYPE, Probe
 from rootfs_core.layerstore import LayerStore
 from rootfs_core.registry import Registry
-from rootfs_core.selection import ProbeCache, default_options, forced_backend
-from rootfs_core.store import Claim, Record, Step, Store, is_instance_id
+from rootfs_core.selection import ProbeCache, Prober, choose, default_options, forced_backend
+from rootfs_core.store import Claim, Record, Store, is_instance_id
+from rootfs_core.sweep import GcReport
 from rootfs_core.syscalls import LinuxSyscalls, ProgressCallback, Syscalls
 from rootfs_core.usage import Usage, measure
 
@@ -58,19 +60,6 @@ class Instance:
     options: dict[str, str]
     layers: list[str] = dataclasses.field(default_factory=list)  # bottom first
     read_only: bool = False
-
-
-@dataclasses.dataclass
-class GcReport:
-    """What ``RootFS.gc`` cleaned up (or, in a dry run, would)."""
-
-    instances: list[str]  # ids of incomplete instances taken apart
-    unmounted: list[str]  # mount points no record explained
-    orphans: list[str]  # instance directories with no record, deleted
-    # ids unmounted but kept: copies of their mounts live in other namespaces
-    waiting: list[str] = dataclasses.field(default_factory=list)
-    # id or path -> why it could not be cleaned up (gc goes on with the rest)
-    failed: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,12 +111,12 @@ class RootFS:
         self._store.check_trusted()
         self._forced = forced_backend(backend)
         self._registry = registry
-        self._probe_cache = ProbeCache() if isinstance(syscalls, LinuxSyscalls) else None
-        self._probes: dict[str, Probe] = {}
+        cache = ProbeCache() if isinstance(syscalls, LinuxSyscalls) else None
+        self._prober = Prober(self._run_probe, cache, self.base_dir)
         self._private = False  # whether the base directory was made a private mount
         self._locations: dict[str, tuple[int, tuple[str, str]]] = {}
         if sweep and self._store.initialised:
-            self._sweep_quietly()
+            sweeping.sweep_quietly(self)
 
     def __repr__(self) -> str:
         forced = f", backend={self._forced!r}" if self._forced else ""
@@ -188,14 +177,7 @@ class RootFS:
                 # its journal is unusable, so the instance is taken apart by
                 # what is really there, after the same busy checks.
                 log.warning("%s; taking the instance apart by what is mounted and on disk", damaged)
-                report = GcReport([], [], [])
-                instance_dir = self._store.instance_dir(instance_id)
-                self._sweep_without_record(instance_dir, mounttable.mounts_below(instance_dir), report)
-                if report.waiting:
-                    return False
-                self._store.delete(instance_id)
-                claim.finish()
-                return True
+                return sweeping.take_apart_damaged(self, instance_id, claim)
             if record is None:  # removed meanwhile by someone else
                 claim.finish()
                 if missing_ok:
@@ -317,122 +299,7 @@ class RootFS:
         Refuses (``ErrNotBaseDir``) a directory rootfs never initialised
         that is not empty: its contents are not ours to judge.
         """
-        if not self._store.initialised:
-            if os.listdir(self.base_dir):
-                raise RootFSError(
-                    ErrorId.ErrNotBaseDir,
-                    f"{self.base_dir} is not a base directory rootfs has used (no {self._store.state_dir}): "
-                    "nothing was touched",
-                )
-            return GcReport([], [], [])
-        report = GcReport([], [], [])
-        self._sweep_incomplete(report, dry_run=dry_run)
-        # Dirs and mounts are listed before the records are read: an instance
-        # whose record is written after that (a generate starting now) cannot
-        # be in these lists, because a record is written before its directory.
-        names = sorted(os.listdir(self.base_dir))
-        mounted = mounttable.mounts_below(self.base_dir)
-        recorded = set(self._store.ids())
-        for name in names:
-            if not is_instance_id(name) or name in recorded:
-                continue
-            instance_dir = self._store.instance_dir(name)
-            if dry_run:
-                report.unmounted += [p for p in mounted if paths.is_within(p, instance_dir)]
-                report.orphans.append(instance_dir)
-                continue
-            try:
-                self._sweep_without_record(instance_dir, mounted, report)
-            except RootFSError as exc:
-                report.failed[instance_dir] = str(exc)
-        if not dry_run:
-            self._store.sweep_temporaries()
-        self._sweep_layer_store(report, dry_run=dry_run)
-        return report
-
-    def _sweep_without_record(self, instance_dir: str, mounted: list[str], report: GcReport) -> None:
-        """Take apart an instance directory no usable journal describes, by
-        what is really there: the same busy checks as a remove, then unmount
-        whatever is mounted in it, deepest first, then delete it (never
-        across a mount), unless copies of its mounts live on elsewhere.
-        Only what was really there is reported: a remove finishing meanwhile
-        may have taken it away."""
-        points = [p for p in mounted if paths.is_within(p, instance_dir)]
-        steps = [Step("mount", p, ErrorId.ErrUnmountSubdir.name) for p in points]
-        signature = teardown.signature(instance_dir, steps, "", self.syscalls)
-        before = teardown.refuse_if_busy(steps, signature, self.syscalls)
-        for point in reversed(points):
-            if teardown.unmount(point, ErrorId.ErrUnmountSubdir, self.syscalls):
-                report.unmounted.append(point)
-        if teardown.held_elsewhere(signature, before):
-            report.waiting.append(instance_dir)
-            return
-        try:
-            self.syscalls.remove_tree(instance_dir)
-            report.orphans.append(instance_dir)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise RootFSError(ErrorId.ErrRemoveMountDir, f"cannot delete {instance_dir}", cause=exc) from exc
-
-    def _sweep_incomplete(self, report: GcReport, *, dry_run: bool = False) -> None:
-        """Take apart the incomplete instances whose owner is gone (live ones,
-        and their helpers, hold the marker's lock); one that fails is
-        reported in ``report.failed`` and the others are still swept."""
-        for instance_id in list(self._store.incomplete_ids()):
-            claim = self._store.claim_abandoned(instance_id)
-            if claim is None:
-                continue
-            with claim:
-                if dry_run:
-                    report.instances.append(instance_id)
-                    continue
-                try:
-                    if self._sweep_one(instance_id, claim):
-                        report.instances.append(instance_id)
-                    else:
-                        report.waiting.append(instance_id)
-                except RootFSError as exc:
-                    report.failed[instance_id] = str(exc)
-
-    def _sweep_one(self, instance_id: str, claim: Claim) -> bool:
-        """Take apart one abandoned instance; False if its data must wait for
-        copies of its mounts in other namespaces to go."""
-        try:
-            record = self._store.read(instance_id)
-        except RootFSError:
-            # A record a power loss cut short: its journal is lost, so the
-            # instance is swept as one without a record.
-            report = GcReport([], [], [])
-            self._sweep_without_record(
-                self._store.instance_dir(instance_id), mounttable.mounts_below(self.base_dir), report
-            )
-            if report.waiting:
-                return False
-            self._store.delete(instance_id)
-            claim.finish()
-            return True
-        if record is not None and record.remounting:
-            # A mount again that was killed: undo its mounts, keep the data.
-            steps = [step for step in record.steps if step.op in ("mount", "fuse-mount")]
-            teardown.unmount_all(steps, self.syscalls)
-            record.remounting = False
-            self._store.write(record)
-            claim.finish()
-            return True
-        if record is not None and record.committing and not record.committed:
-            # A commit killed before its layer was published: the data is
-            # the instance's still (perhaps half made portable): keep it,
-            # unmounted, for the user to remove or commit again.
-            record.committing = False
-            self._store.write(record)
-            claim.finish()
-            log.warning("kept %s, which a killed commit left unmounted with its data", record.root)
-            return True
-        if record is not None and not self._take_apart(record, claim, was_ready=False):
-            return False
-        claim.finish()
-        return True
+        return sweeping.gc(self, dry_run=dry_run)
 
     def mount(self, root_or_id: str | os.PathLike[str]) -> str:
         """Mount again an instance whose mounts are gone (after a reboot:
@@ -521,17 +388,6 @@ class RootFS:
             return text
         return LayerStore(self.base_dir).resolve(text) or text
 
-    def _sweep_layer_store(self, report: GcReport, *, dry_run: bool) -> None:
-        """Work directories of dead commits in the layer store (``orphans``)."""
-        for path in LayerStore(self.base_dir).stray_temporaries():
-            if not dry_run:
-                try:
-                    self.syscalls.remove_tree(path) if os.path.isdir(path) else os.unlink(path)
-                except OSError as exc:
-                    report.failed[path] = str(exc)
-                    continue
-            report.orphans.append(path)
-
     def backends(self) -> list[BackendStatus]:
         """Every discovered backend (broken ones too), probed, best first."""
         registry = self._get_registry()
@@ -561,52 +417,22 @@ class RootFS:
 
     def selected_backend(self, *, layers: int = 1, read_only: bool = False) -> str:
         """The backend generate will use for a root of ``layers`` layers
-        (read-only if asked), after probing it."""
+        (read-only if asked), after probing it (``selection.choose``)."""
         registry = self._get_registry()
-        if self._forced:
-            info = registry.get(self._forced).info
-            why = info.cannot_serve(layers, read_only) if info else None
-            if why:
-                raise RootFSError(
-                    ErrorId.ErrUnsupportedRequest, f"backend {self._forced!r} cannot make this root: {why}"
-                )
-            probe = self.probe(self._forced)
-            if not probe.supported:
-                raise RootFSError(
-                    ErrorId.ErrBackendUnsupported,
-                    f"backend {self._forced!r} cannot work here: {probe.reason}",
-                )
-            return self._forced
-        rejected = []
-        for backend in registry.by_priority():
-            why = backend.info.cannot_serve(layers, read_only) if backend.info else None
-            if why:
-                rejected.append(f"{backend.name}: {why}")
-                continue
-            probe = self.probe(backend.name)
-            if probe.supported:
-                return backend.name
-            rejected.append(f"{backend.name}: {probe.reason}")
-        rejected += [f"{b.name}: {b.error}" for b in registry.backends.values() if b.error]
-        detail = "; ".join(rejected) if rejected else "no backend is installed in the group rootfs.backends"
-        raise RootFSError(ErrorId.ErrNoSupportedBackend, f"no supported backend ({detail})")
+        forced = (self._forced, registry.get(self._forced).info) if self._forced else None
+        return choose(
+            [(b.name, b.info) for b in registry.by_priority()],
+            [(b.name, b.error) for b in registry.backends.values() if b.error],
+            self.probe,
+            forced=forced,
+            layers=layers,
+            read_only=read_only,
+        )
 
     def probe(self, name: str) -> Probe:
         """Whether backend ``name`` works on this host for this base directory."""
-        if name in self._probes:
-            return self._probes[name]
         backend = self._get_registry().get(name)
-        cache = self._probe_cache
-        verdict = cache.get(name, backend.target, backend.version, self.base_dir) if cache else None
-        if verdict is None:
-            verdict = self._run_probe(name)
-            # Only a success is remembered: a failure may be mended at any
-            # time (a module loaded, a package installed) and costs little to
-            # find again.
-            if cache and verdict.supported:
-                cache.put(name, backend.target, backend.version, self.base_dir, verdict)
-        self._probes[name] = verdict
-        return verdict
+        return self._prober.verdict(name, backend.target, backend.version)
 
     # ---------------------------------------------------------- the lifecycle
     def _build(self, name: str, layers: list[str], read_only: bool, options: dict[str, str]) -> str:
@@ -739,19 +565,6 @@ class RootFS:
             raise _as_rootfs_error(exc, record.backend) from exc
         self._store.delete(record.id)
         return True
-
-    def _sweep_quietly(self) -> None:
-        """Sweep crashed instances when opening; cheap when there are none."""
-        if next(self._store.incomplete_ids(), None) is None:
-            return
-        report = GcReport([], [], [])
-        self._sweep_incomplete(report)
-        for instance_id, why in report.failed.items():
-            log.warning(
-                "could not clean up interrupted instance %s: %s (`rootfs gc` retries)", instance_id, why
-            )
-        if report.instances:
-            log.info("cleaned up interrupted instance(s): %s", ", ".join(report.instances))
 
     # ------------------------------------------------------------ validation
     def _get_registry(self) -> Registry:

@@ -19,12 +19,12 @@ import errno
 import json
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from rootfs_core import log
 from rootfs_core.errors import ErrorId, RootFSError
 from rootfs_core.files import replace_file
-from rootfs_core.hookspecs import Probe
+from rootfs_core.hookspecs import BackendInfo, Probe
 
 DEFAULT_CONFIG = "/etc/rootfs/config.toml"
 _SETTINGS = ("backend", "base_dir", "cache_dir")  # string settings; "options" is a table of tables
@@ -400,3 +400,78 @@ class ProbeCache:
             "reason": probe.reason,
         }
         self._files.write(self._name(name, base_dir), json.dumps(record).encode())
+
+
+class Prober:
+    """What each backend's probe says on this host for one base directory:
+    each is asked at most once per ``RootFS``, and a success is remembered
+    across processes for the boot (``ProbeCache``). A failure is never
+    remembered: it may be mended at any time (a module loaded, a package
+    installed) and costs little to find again. ``run`` probes for real (the
+    core's lifecycle, in a throw-away instance)."""
+
+    def __init__(self, run: Callable[[str], Probe], cache: ProbeCache | None, base_dir: str) -> None:
+        self._run = run
+        self._cache = cache
+        self._base_dir = base_dir
+        self._verdicts: dict[str, Probe] = {}
+
+    def verdict(self, name: str, target: str, version: str) -> Probe:
+        """Backend ``name``'s verdict (its entry point ``target``, of its
+        distribution's ``version``: a remembered verdict is for that code)."""
+        if name in self._verdicts:
+            return self._verdicts[name]
+        cache = self._cache
+        found = cache.get(name, target, version, self._base_dir) if cache else None
+        if found is None:
+            found = self._run(name)
+            if cache and found.supported:
+                cache.put(name, target, version, self._base_dir, found)
+        self._verdicts[name] = found
+        return found
+
+    def give(self, name: str, verdict: Probe) -> None:
+        """Take ``verdict`` as backend ``name``'s without probing: for
+        simulated mounts (the conformance suite's), where no real probe can
+        succeed."""
+        self._verdicts[name] = verdict
+
+
+def choose(
+    ranked: Sequence[tuple[str, BackendInfo | None]],
+    broken: Sequence[tuple[str, str]],
+    verdict: Callable[[str], Probe],
+    *,
+    forced: tuple[str, BackendInfo | None] | None,
+    layers: int,
+    read_only: bool,
+) -> str:
+    """The backend for a root of ``layers`` layers (read-only if asked):
+    ``forced`` (name, info) if given, when it can serve the request and
+    works here, else refused; otherwise the first of ``ranked`` (best first)
+    that can serve it and whose probe succeeds. Refusals name every
+    backend's reason, the ``broken`` ones' (name, error) too."""
+    if forced is not None:
+        name, info = forced
+        why = info.cannot_serve(layers, read_only) if info else None
+        if why:
+            raise RootFSError(ErrorId.ErrUnsupportedRequest, f"backend {name!r} cannot make this root: {why}")
+        probe = verdict(name)
+        if not probe.supported:
+            raise RootFSError(
+                ErrorId.ErrBackendUnsupported, f"backend {name!r} cannot work here: {probe.reason}"
+            )
+        return name
+    rejected = []
+    for name, info in ranked:
+        why = info.cannot_serve(layers, read_only) if info else None
+        if why:
+            rejected.append(f"{name}: {why}")
+            continue
+        probe = verdict(name)
+        if probe.supported:
+            return name
+        rejected.append(f"{name}: {probe.reason}")
+    rejected += [f"{name}: {error}" for name, error in broken]
+    detail = "; ".join(rejected) if rejected else "no backend is installed in the group rootfs.backends"
+    raise RootFSError(ErrorId.ErrNoSupportedBackend, f"no supported backend ({detail})")

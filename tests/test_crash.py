@@ -11,8 +11,7 @@ import sys
 
 import pytest
 
-from rootfs_core import RootFS
-from rootfs_core.core import GcReport
+from rootfs_core import GcReport, RootFS
 from rootfs_core.registry import Registry
 from rootfs_core.store import Store
 from rootfs_core.testing.checks import instance_mounts, mounts_below
@@ -20,7 +19,7 @@ from rootfs_core.testing.checks import instance_mounts, mounts_below
 SCRIPT = """
 import sys
 from rootfs_core import RootFS
-from rootfs_core.core import GcReport
+from rootfs_core import GcReport
 RootFS(sys.argv[1], backend="crashy").generate(sys.argv[2], crash_after=sys.argv[3])
 """
 

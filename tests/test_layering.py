@@ -22,7 +22,7 @@ LAYERS: list[set[str]] = [
     {"cli_layers", "demo"},
     {"cli_common"},
     {"core"},
-    {"commit"},
+    {"commit", "sweep"},
     {"registry", "layerstore"},
     {"selection", "basedir", "context", "sample"},
     {"hookspecs", "teardown"},
