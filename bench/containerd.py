@@ -8,30 +8,46 @@ A private containerd (root, state and sockets under a temporary directory,
 the proxy plugin ``rootfs`` in its config) and ``rootfs-snapshotter
 --backend overlayfs`` run as subprocesses. One warm gRPC client to
 containerd's socket (``containerd.services.snapshots.v1.Snapshots``, header
-``containerd-namespace: bench``) times, interleaved, the cycle
-Prepare(key, parent="") -> mount what it returned (rootfs: the bind of its
-mounted root; overlayfs: a bind of an empty directory, as it answers a
-snapshot without parent) -> unmount -> Remove(key), with snapshotter
-``overlayfs`` and ``rootfs``; and the same cycle on the socket of a second
-rootfs-snapshotter (a base directory of its own) that containerd does not
-know, so nothing is in between. (Not the proxied one's socket: containerd's
-collector deletes whatever it finds there that it did not make.)
+``containerd-namespace: bench``) times, interleaved (which goes first
+alternates), the cycle Prepare(key, parent="") -> mount what it returned
+(rootfs: the bind of its mounted root; overlayfs: a bind of an empty
+directory, as it answers a snapshot without parent) -> unmount ->
+Remove(key), with snapshotter ``overlayfs`` and ``rootfs``. Then, on its
+own, the same cycle on the socket of a second rootfs-snapshotter (a base
+directory of its own) that containerd does not know, so nothing is in
+between. (Not the proxied one's socket: containerd's collector deletes
+whatever it finds there that it did not make.)
 
 Through containerd, Remove deletes the snapshot from containerd's metadata
 only: the snapshotter's own removal happens later, in containerd's garbage
 collection (scheduled after mutations; for a proxy it ends with a Cleanup
 call), outside the timed calls but on the same machine while they run, so
-it shows in the spread (p90, max) rather than in the medians. The direct
-cycle removes for real. What the collector had not yet removed at the end
-is reported (and removed). The snapshots carry ``containerd.io/gc.root``:
-unreferenced (no lease), the collector could take one between its Prepare
-and its Remove.
+it shows in the spread (p90, max) rather than in the medians, and a
+collection holds up the next Prepare of its snapshotter while it runs.
+rootfs-snapshotter deletes after its Remove has replied (in a thread of its
+own), so a deletion falls in whichever timed calls follow, the native ones
+too: the interleaved medians are latencies, not the whole cost. The **CPU**
+cost runs each snapshotter's cycle alone, in blocks of back-to-back cycles
+(blocks alternate between the two), each block until what it made is
+deleted on disk again (containerd's overlayfs snapshot directories, rootfs's
+instance directories; a synchronous collection, ``ctr leases delete
+--sync``, makes sure it runs): the CPU time containerd, the proxied
+rootfs-snapshotter and this process used, per cycle. What the collector had
+not yet removed at the end is reported (and removed).
+The snapshots carry ``containerd.io/gc.root``: unreferenced (no lease), the
+collector could take one between its Prepare and its Remove.
 
 Medians, and the ratio rootfs/overlayfs through containerd. Nothing is
 asserted; both daemons are stopped, everything mounted below the temporary
 directory is unmounted, and it is deleted only once nothing is mounted below
 it. containerd 1.6 makes ``/run/containerd/...`` whatever its configuration:
 those directories are removed again (empty ones only) if they were not there.
+
+Then ``ctr run --rm IMAGE ID /bin/true`` with ``--snapshotter rootfs`` and
+``--snapshotter overlayfs``, interleaved (which goes first alternates), the
+wall time of each ``ctr`` process: a one-layer image of the sample
+prototype's busybox tree, written by hand and imported for each snapshotter
+(skipped without busybox-static). Medians and their ratio.
 """
 
 from __future__ import annotations
@@ -39,6 +55,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -52,9 +69,12 @@ import grpc
 import hygiene
 from rawops import LIBC, MS_BIND, MS_RDONLY, MS_REMOUNT, UMOUNT_NOFOLLOW
 from rootfs_containerd.api import snapshots_pb2, snapshots_pb2_grpc
-from rootfs_containerd.testing import private_containerd_config
+from rootfs_containerd.testing import oci_archive, private_containerd_config, tree_layer
+
+from rootfs_core.sample import build_sample, find_busybox
 
 NAMESPACE = "bench"
+IMAGE = "docker.io/rootfs/bench:latest"
 RUN_DIR = "/run/containerd"
 MS_REC = 0x4000
 # containerd's mount options that are flags (mount/mount_linux.go); the rest is data.
@@ -227,13 +247,65 @@ class Cycle:
         return found
 
 
+def native_dirs(daemons: Daemons) -> list[str]:
+    """What containerd's overlayfs snapshotter keeps on disk: a directory per snapshot."""
+    found = os.path.join(daemons.top, "root", "io.containerd.snapshotter.v1.overlayfs", "snapshots")
+    return os.listdir(found) if os.path.isdir(found) else []
+
+
+def rootfs_dirs(daemons: Daemons) -> list[str]:
+    """rootfs's instance directories in the proxied snapshotter's base directory."""
+    return [name for name in os.listdir(daemons.base) if not name.startswith(".")]
+
+
+def settle(daemons: Daemons, seconds: float = 30) -> None:
+    """A synchronous collection, then wait until both snapshotters have
+    deleted on disk what the cycles made."""
+    lease = ctr(daemons, "leases", "create").split()[0]
+    ctr(daemons, "leases", "delete", "--sync", lease)
+    deadline = time.monotonic() + seconds
+    while native_dirs(daemons) or rootfs_dirs(daemons):
+        if time.monotonic() > deadline:
+            left = native_dirs(daemons) + rootfs_dirs(daemons)
+            raise RuntimeError(f"still on disk after {seconds} s: {left}")
+        time.sleep(0.002)
+
+
+def cpu_seconds(daemons: Daemons) -> float:
+    """CPU time used so far by containerd, the proxied snapshotter and this process."""
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    total = used.ru_utime + used.ru_stime
+    for name in ("containerd", "snapshotter"):
+        with open(f"/proc/{daemons.procs[name].pid}/stat", encoding="ascii") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return total
+
+
+def cpu_per_cycle(daemons: Daemons, cycles: dict[str, Cycle], count: int, blocks: int) -> dict[str, Any]:
+    """Per cycle, the CPU time of ``count`` back-to-back cycles of one
+    snapshotter and of deleting what they made; ``blocks`` blocks each,
+    alternating."""
+    times: dict[str, list[float]] = {"overlayfs": [], "rootfs": []}
+    for block in range(blocks):
+        for name in times if block % 2 else reversed(times):
+            settle(daemons)
+            before = cpu_seconds(daemons)
+            for _ in range(count):
+                cycles[name].run(record=False)
+            settle(daemons)
+            times[name].append((cpu_seconds(daemons) - before) / count)
+    found: dict[str, Any] = {name: statistics.median(values) * 1e3 for name, values in times.items()}
+    found["rootfs_vs_overlayfs"] = found["rootfs"] / found["overlayfs"]
+    return found
+
+
 def leftovers(daemons: Daemons, proxied: Any) -> dict[str, int]:
     """Snapshots containerd's collector had not yet removed from each snapshotter;
     rootfs's are removed now (through the snapshotter, mounts and all), once
     containerd is stopped: its collector removes nothing more behind us."""
     daemons.stop(("containerd",))
-    overlay = os.path.join(daemons.top, "root", "io.containerd.snapshotter.v1.overlayfs", "snapshots")
-    native = len(os.listdir(overlay)) if os.path.isdir(overlay) else 0
+    native = len(native_dirs(daemons))
     keys = [i.name for reply in proxied.List(snapshots_pb2.ListSnapshotsRequest()) for i in reply.info]
     deadline = time.monotonic() + 30
     for key in keys:
@@ -253,7 +325,44 @@ def leftovers(daemons: Daemons, proxied: Any) -> dict[str, int]:
     return {"overlayfs": native, "rootfs": len(keys), "rootfs_cleanup_calls": cleanups}
 
 
-def measure(daemons: Daemons, reps: int, target: str) -> dict[str, Any]:
+def ctr(daemons: Daemons, *args: str) -> str:
+    command = ["ctr", "-a", daemons.sock, "-n", NAMESPACE, *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def ctr_runs(daemons: Daemons, reps: int) -> dict[str, Any]:
+    """``ctr run --rm IMAGE ID /bin/true`` with each snapshotter, interleaved
+    (one untimed run each first); the image is removed again after."""
+    tree = os.path.join(daemons.top, "busybox")
+    build_sample(tree)
+    image = os.path.join(daemons.top, "image.tar")
+    oci_archive(image, IMAGE, [tree_layer(tree)])
+    names = ("overlayfs", "rootfs")
+    for name in names:
+        ctr(daemons, "images", "import", "--snapshotter", name, image)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for rep in range(reps + 1):
+        for name in names if rep % 2 else reversed(names):
+            start = time.perf_counter()
+            ctr(daemons, "run", "--rm", "--snapshotter", name, IMAGE, f"{name}-{rep}", "/bin/true")
+            if rep:
+                times[name].append(time.perf_counter() - start)
+    ctr(daemons, "images", "rm", "--sync", IMAGE)
+    found: dict[str, Any] = {
+        name: {
+            "median_ms": statistics.median(values) * 1e3,
+            "p90_ms": statistics.quantiles(values, n=10)[-1] * 1e3,
+        }
+        for name, values in times.items()
+    }
+    found["rootfs_vs_overlayfs"] = found["rootfs"]["median_ms"] / found["overlayfs"]["median_ms"]
+    return found
+
+
+def measure(daemons: Daemons, reps: int, block: int, runs: int, target: str) -> dict[str, Any]:
     with (
         grpc.insecure_channel("unix:" + daemons.sock) as channel,
         grpc.insecure_channel("unix:" + daemons.snap_sock) as snap_channel,
@@ -268,10 +377,17 @@ def measure(daemons: Daemons, reps: int, target: str) -> dict[str, Any]:
         }
         for cycle in cycles.values():
             cycle.warm()
-        for _ in range(reps):
-            for cycle in cycles.values():
+        pair = (cycles["overlayfs"], cycles["rootfs"])
+        for rep in range(reps):
+            for cycle in pair if rep % 2 else reversed(pair):
                 cycle.run()
+        for _ in range(reps):
+            cycles["rootfs_direct"].run()
         result: dict[str, Any] = {name: cycle.medians() for name, cycle in cycles.items()}
+        if block:
+            result["cpu"] = cpu_per_cycle(daemons, cycles, block, 3)
+        if runs and find_busybox() is not None:
+            result["ctr_run"] = ctr_runs(daemons, runs)
         result["pending_gc"] = leftovers(daemons, snapshots_pb2_grpc.SnapshotsStub(snap_channel))
     return result
 
@@ -284,6 +400,8 @@ def version() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=50)
+    parser.add_argument("--block", type=int, default=100, help="cycles per CPU-time block (0: none)")
+    parser.add_argument("--runs", type=int, default=15, help="ctr runs per snapshotter (0: none)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -302,7 +420,7 @@ def main() -> int:
         target = os.path.join(work, "mnt")
         os.mkdir(target)
         daemons.start()
-        result = measure(daemons, args.reps, target)
+        result = measure(daemons, args.reps, args.block, args.runs, target)
     except (OSError, RuntimeError, grpc.RpcError) as exc:
         logs = "\n".join(daemons.log(name) for name in ("containerd", "snapshotter", "direct"))
         failed = f"{type(exc).__name__}: {exc}\n{logs}"
@@ -344,6 +462,23 @@ def main() -> int:
         )
     print(f"rootfs/overlayfs through containerd: {result['rootfs_vs_overlayfs']:.2f}")
     print(f"rootfs direct/through containerd:    {result['direct_vs_proxied']:.2f}")
+    cpu = result.get("cpu")
+    if cpu is not None:
+        print(
+            f"CPU ms per cycle, deletion included (median of 3 blocks of {args.block}): "
+            f"overlayfs {cpu['overlayfs']:.3f}, rootfs {cpu['rootfs']:.3f}; "
+            f"rootfs/overlayfs: {cpu['rootfs_vs_overlayfs']:.2f}"
+        )
+    runs = result.get("ctr_run")
+    if runs is None:
+        print("ctr run: not measured (--runs 0, or no busybox-static for the image)")
+    else:
+        print(
+            f"ctr run --rm /bin/true, median of {args.runs} each, ms: "
+            f"overlayfs {runs['overlayfs']['median_ms']:.1f} (p90 {runs['overlayfs']['p90_ms']:.1f}), "
+            f"rootfs {runs['rootfs']['median_ms']:.1f} (p90 {runs['rootfs']['p90_ms']:.1f}); "
+            f"rootfs/overlayfs: {runs['rootfs_vs_overlayfs']:.2f}"
+        )
     pending = result["pending_gc"]
     print(
         f"left for containerd's GC at the end: overlayfs {pending['overlayfs']}, "

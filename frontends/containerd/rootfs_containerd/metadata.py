@@ -1,10 +1,16 @@
 """The snapshotter's metadata: keys, parents, kinds, labels and timestamps,
-in one SQLite database (``<base>/.rootfs/containerd/snapshots.db``).
+in one SQLite database (``<base>/.rootfs/containerd/snapshots.db``), and the
+removals still to do.
 
-A row is reserved (``state = 'preparing'``) before the slow work of the core
-begins and made ``ready`` after it, each step one transaction, so that a
-crash at any moment leaves rows the reconciliation at start-up can judge
-against the core's records and layers (see ``service.Snapshotter.reconcile``).
+A commit reserves its row (``state = 'preparing'``) before the slow work of
+the core begins and makes it ``ready`` after it, each step one transaction;
+a prepare writes its row once, ready, after its instance is made (an
+instance no row names is deleted by the reconciliation). A Remove deletes
+the row and records, in the same transaction, the instance or layer left to
+delete (``removals``), which a worker thread deletes after the reply. So a
+crash at any moment leaves rows and removals the reconciliation at start-up
+can judge against the core's records and layers (see
+``service.Snapshotter.reconcile``).
 """
 
 from __future__ import annotations
@@ -20,14 +26,18 @@ ACTIVE = "active"
 VIEW = "view"
 COMMITTED = "committed"
 
-# Row states. Only the last three are visible through the service.
-PREPARING = "preparing"  # reserved; the core is making its instance (or layer)
+# Row states. Only the last two are visible through the service.
+PREPARING = "preparing"  # reserved; the core is making its layer (a commit's name)
 READY = "ready"
 COMMITTING = "committing"  # an active one being committed
-REMOVING = "removing"  # its instance or layer is being deleted
-VISIBLE = (READY, COMMITTING, REMOVING)
+VISIBLE = (READY, COMMITTING)
+
+# What a removal deletes: an instance (an active snapshot or a view) or a stored layer.
+INSTANCE = "instance"
+LAYER = "layer"
 
 _SCHEMA = """
+BEGIN IMMEDIATE;
 CREATE TABLE IF NOT EXISTS snapshots (
     key TEXT PRIMARY KEY,
     kind TEXT NOT NULL,
@@ -43,7 +53,26 @@ CREATE TABLE IF NOT EXISTS snapshots (
 );
 CREATE INDEX IF NOT EXISTS snapshots_parent ON snapshots (parent);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS removals (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    what TEXT NOT NULL,
+    id TEXT NOT NULL
+);
+-- Rows an earlier version left 'removing' (it removed before replying):
+-- removals like any other now.
+INSERT INTO removals (what, id)
+    SELECT CASE kind WHEN 'committed' THEN 'layer' ELSE 'instance' END, COALESCE(layer, instance)
+    FROM snapshots WHERE state = 'removing' AND COALESCE(layer, instance) IS NOT NULL;
+DELETE FROM snapshots WHERE state = 'removing';
+COMMIT;
 """
+
+
+@dataclasses.dataclass(frozen=True)
+class Removal:
+    seq: int  # removals are done in the order they were asked for
+    what: str  # INSTANCE or LAYER
+    id: str
 
 
 @dataclasses.dataclass
@@ -100,6 +129,14 @@ class Metadata:
             self._db.close()
 
     @contextlib.contextmanager
+    def locked(self) -> Iterator[Metadata]:
+        """The lock of every transaction held, without one: what is decided
+        in the block (reading rows, and state of the caller's that goes with
+        them) is not changed by any transaction meanwhile."""
+        with self._lock:
+            yield self
+
+    @contextlib.contextmanager
     def transaction(self) -> Iterator[Metadata]:
         """Everything in the block at once, or nothing (the lock held throughout)."""
         with self._lock:
@@ -154,6 +191,11 @@ class Metadata:
             current = row.parent
         return chain
 
+    def removals(self) -> list[Removal]:
+        with self._lock:
+            found = self._db.execute("SELECT seq, what, id FROM removals ORDER BY seq").fetchall()
+        return [Removal(int(seq), str(what), str(ident)) for seq, what, ident in found]
+
     def get_meta(self, name: str) -> str | None:
         with self._lock:
             found = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
@@ -193,3 +235,11 @@ class Metadata:
     def delete(self, key: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM snapshots WHERE key = ?", (key,))
+
+    def add_removal(self, what: str, ident: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT INTO removals (what, id) VALUES (?, ?)", (what, ident))
+
+    def drop_removal(self, seq: int) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM removals WHERE seq = ?", (seq,))

@@ -25,6 +25,7 @@ import threading
 from types import FrameType
 
 import grpc
+from rootfs_core.log import LOGGER_NAME
 
 from rootfs_containerd.api import snapshots_pb2_grpc
 from rootfs_containerd.grpc_service import Servicer
@@ -96,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("rootfs_containerd").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     if args.verbose > 1:
-        logging.getLogger("rootfs_core").setLevel(logging.DEBUG)
+        # The core's steps (mkdir, mount, umount...) are info messages on its
+        # own logger, "rootfs" (rootfs_core.log), not on a module's name.
+        logging.getLogger(LOGGER_NAME).setLevel(logging.INFO)
 
     stop = threading.Event()
 

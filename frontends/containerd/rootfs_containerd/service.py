@@ -8,10 +8,15 @@ over ``rootfs_core.RootFS``.
 - the mounts handed out are one bind of the instance's mounted root;
 - keys, parents, kinds, labels and times live in SQLite (``metadata``).
 
-Slow work (a generate, a commit, a remove) never runs under the metadata
-lock: the row is reserved first, in a transaction of its own, and made
-ready after. ``Cleanup`` (and start-up) reconcile rows, instances and
-layers while no other operation runs.
+Slow work (a generate, a commit) never runs under the metadata lock: a
+prepare reserves its key in memory and writes its row once its instance is
+made; a commit reserves its rows first, in a transaction of its own, and
+finishes them after. A Remove only deletes the row and records what is left
+to delete, in one transaction: a worker thread deletes it after the reply
+(containerd's collector sends Removes while it holds up the next Prepare).
+``Cleanup`` (and start-up) reconcile rows, removals, instances and layers
+while no other operation runs; start-up finishes the removals a crash
+interrupted.
 """
 
 from __future__ import annotations
@@ -34,11 +39,14 @@ from rootfs_containerd.metadata import (
     ACTIVE,
     COMMITTED,
     COMMITTING,
+    INSTANCE,
+    LAYER,
     PREPARING,
     READY,
-    REMOVING,
     VIEW,
+    VISIBLE,
     Metadata,
+    Removal,
     Row,
 )
 
@@ -151,6 +159,16 @@ class Snapshotter:
         self._local = threading.local()
         self._gate = Gate()
         self._mounting = threading.Lock()
+        self._store = LayerStore(self.base_dir)
+        # Keys of prepares under way (no row yet), with their parents; read
+        # and changed under the metadata lock, with the rows.
+        self._creating: dict[str, str | None] = {}
+        # The removal worker's state, under this condition.
+        self._work = threading.Condition()
+        self._wanted = False  # removals were asked for since the worker last looked
+        self._running = False  # the worker is trying them
+        self._closing = False
+        self._failed: set[int] = set()  # tried and failed: tried again by Cleanup or a restart
         # Opening a RootFS sweeps what crashed processes left half made.
         RootFS(self.base_dir, backend=self.backend)
         fresh_empty = None
@@ -160,15 +178,28 @@ class Snapshotter:
         os.makedirs(state, mode=0o700, exist_ok=True)
         self.db = Metadata(os.path.join(state, "snapshots.db"))
         empty = self.db.get_meta(EMPTY_LAYER)
-        if empty is None or not os.path.isdir(LayerStore(self.base_dir).path(empty)):
+        if empty is None or not os.path.isdir(self._store.path(empty)):
             empty = fresh_empty or self._make_empty_layer()
             self.db.set_meta(EMPTY_LAYER, empty)
         self.empty_layer = empty
         log.info("backend %s, base directory %s, empty layer %s", self.backend, self.base_dir, empty)
-        self.reconcile(remount=True)
+        self.reconcile(starting=True)
+        self._worker = threading.Thread(target=self._remove_in_background, name="remover", daemon=True)
+        self._worker.start()
 
     def close(self) -> None:
+        """Let the worker finish the removals asked for, then close."""
+        with self._work:
+            self._closing = True
+            self._work.notify_all()
+        self._worker.join()
         self.db.close()
+
+    def settle(self) -> None:
+        """Wait until every removal asked for so far has been tried."""
+        with self._work:
+            while self._wanted or self._running:
+                self._work.wait()
 
     @property
     def rfs(self) -> RootFS:
@@ -193,19 +224,98 @@ class Snapshotter:
         log.info("made the empty layer %s", result.id)
         return result.id
 
+    # -------------------------------------------------------------- removals
+    def _remove_in_background(self) -> None:
+        """The worker: try the removals whenever some were asked for; once
+        closing, those left, then stop."""
+        while True:
+            with self._work:
+                while not self._wanted and not self._closing:
+                    self._work.wait()
+                if not self._wanted:
+                    return
+                self._wanted = False
+                self._running = True
+            try:
+                self._try_removals()
+            finally:
+                with self._work:
+                    self._running = False
+                    self._work.notify_all()
+
+    def _wake(self, *, retry: bool = False) -> None:
+        with self._work:
+            if retry:
+                self._failed.clear()
+            self._wanted = True
+            self._work.notify_all()
+
+    def _try_removals(self) -> list[Removal]:
+        """Delete what Removes left to delete, in their order, but what failed
+        since the last Cleanup; return what is done."""
+        done = []
+        for removal in self.db.removals():
+            with self._work:
+                if removal.seq in self._failed:
+                    continue
+            try:
+                finished = self._finish(removal)
+            except Exception:
+                log.exception("removing %s %s failed", removal.what, removal.id)
+                finished = False
+            if finished:
+                self.db.drop_removal(removal.seq)
+                done.append(removal)
+            else:
+                with self._work:
+                    self._failed.add(removal.seq)
+        return done
+
+    def _finish(self, removal: Removal) -> bool:
+        """Delete a removed snapshot's instance or layer; False if that cannot
+        be done yet (a root in use, or copies of its mounts in other
+        namespaces keep its data): a later try finishes it."""
+        try:
+            if removal.what == LAYER:
+                self.rfs.remove_layer(removal.id)
+                return True
+            return self.rfs.remove(removal.id, missing_ok=True)
+        except RootFSError as exc:
+            if exc.error_id is ErrorId.ErrNoSuchLayer:
+                return True
+            log.warning("cannot remove %s %s yet: %s", removal.what, removal.id, exc)
+            return False
+
     # ------------------------------------------------------------- reconcile
-    def reconcile(self, *, remount: bool) -> dict[str, list[str]]:
-        """Make the rows, the core's instances and the stored layers agree
-        (at start-up, and by Cleanup, with no other operation running):
-        rows whose instance or layer is gone are dropped (with their
-        descendants), operations a crash interrupted are finished or undone,
-        instances and layers no row explains are deleted. With ``remount``,
-        active snapshots and views a reboot unmounted are mounted again."""
-        report: dict[str, list[str]] = {"rows": [], "instances": [], "layers": [], "remounted": []}
+    def reconcile(self, *, starting: bool) -> dict[str, list[str]]:
+        """Make the rows, the removals, the core's instances and the stored
+        layers agree (at start-up, and by Cleanup, with no other operation
+        but the removal worker running): rows whose instance or layer is
+        gone are dropped (with their descendants), operations a crash
+        interrupted are finished or undone, instances and layers that no row
+        and no removal explains are deleted. ``starting``: removals are
+        finished here (else they are the worker's), and active snapshots and
+        views a reboot unmounted are mounted again."""
+        report: dict[str, list[str]] = {
+            "rows": [],
+            "instances": [],
+            "layers": [],
+            "removed": [],
+            "remounted": [],
+        }
         rfs = self.rfs
-        store = LayerStore(self.base_dir)
+        # Removals first: the worker only ever takes them away, after their
+        # instance or layer is gone, so whatever is listed below and is not
+        # one of them is not the worker's.
+        removals = self.db.removals()
         instances = {inst.id: inst for inst in rfs.instances()}
-        layers = set(store.ids())
+        layers = set(self._store.ids())
+        if starting:
+            for removal in self._try_removals():
+                instances.pop(removal.id, None)
+                layers.discard(removal.id)
+                report["removed"].append(removal.id)
+            removals = self.db.removals()
         with self.db.transaction():
             for row in self.db.rows():
                 if row.state == PREPARING:
@@ -221,23 +331,6 @@ class Snapshotter:
                         report["rows"].append(row.key)
                     else:
                         self.db.update(row.key, state=READY)
-        for row in self.db.rows():
-            if row.state != REMOVING:
-                continue
-            try:
-                if row.kind == COMMITTED:
-                    if row.layer and row.layer != self.empty_layer and row.layer in layers:
-                        rfs.remove_layer(row.layer)
-                        layers.discard(row.layer)
-                elif row.instance:
-                    rfs.remove(row.instance, missing_ok=True)
-                    instances.pop(row.instance, None)
-            except RootFSError as exc:
-                log.warning("could not finish removing %s: %s", row.key, exc)
-                self.db.update(row.key, state=READY)
-                continue
-            self.db.delete(row.key)
-            report["rows"].append(row.key)
         # Rows whose instance or layer is gone, and then their descendants.
         changed = True
         while changed:
@@ -262,7 +355,9 @@ class Snapshotter:
                     changed = True
         rows = {row.key: row for row in self.db.rows()}
         wanted_instances = {row.instance for row in rows.values() if row.instance}
+        wanted_instances |= {removal.id for removal in removals if removal.what == INSTANCE}
         wanted_layers = {row.layer for row in rows.values() if row.layer} | {self.empty_layer}
+        wanted_layers |= {removal.id for removal in removals if removal.what == LAYER}
         for inst in instances.values():
             if inst.id not in wanted_instances:
                 log.warning("removing instance %s, which no snapshot explains", inst.id)
@@ -278,7 +373,7 @@ class Snapshotter:
                 report["layers"].append(layer)
             except RootFSError as exc:
                 log.warning("could not remove layer %s: %s", layer, exc)
-        if remount:
+        if starting:
             for row in rows.values():
                 inst = instances.get(row.instance or "")
                 if row.kind != COMMITTED and inst is not None and inst.state == "unmounted":
@@ -306,8 +401,8 @@ class Snapshotter:
         kind = VIEW if read_only else ACTIVE
         with self._gate.shared():
             now = time.time()
-            with self.db.transaction():
-                if self.db.get(key) is not None:
+            with self.db.locked():
+                if self.db.get(key) is not None or key in self._creating:
                     raise SnapshotError(Code.ALREADY_EXISTS, f"snapshot {key!r} already exists")
                 layers: list[str] = []
                 if parent:
@@ -323,20 +418,24 @@ class Snapshotter:
                     except (KeyError, ValueError) as exc:
                         raise SnapshotError(Code.INVALID_ARGUMENT, f"bad parent chain: {exc}") from exc
                     layers = [row.layer for row in reversed(chain) if row.layer]
-                self.db.insert(
-                    Row(key, kind, parent or None, PREPARING, None, None, 0, 0, now, now, dict(labels))
-                )
+                self._creating[key] = parent or None
             try:
-                root = self.rfs.generate(self.empty_layer, *layers, read_only=read_only)
-            except RootFSError as exc:
-                self.db.delete(key)
-                raise _from_core(exc, f"cannot make snapshot {key!r}") from exc
-            except BaseException:
-                self.db.delete(key)
-                raise
-            instance = self.rfs.instance(root)
-            assert instance is not None
-            self.db.update(key, state=READY, instance=instance.id)
+                # By path: an id is looked up as a path first, relative to the working directory.
+                stack = [self._store.path(layer) for layer in (self.empty_layer, *layers)]
+                try:
+                    root = self.rfs.generate(*stack, read_only=read_only)
+                except RootFSError as exc:
+                    raise _from_core(exc, f"cannot make snapshot {key!r}") from exc
+                # Killed before this transaction, the instance is one no row
+                # explains: the reconciliation at start-up deletes it.
+                instance = os.path.basename(os.path.dirname(root))  # roots are <base>/<id>/root
+                with self.db.transaction():
+                    self.db.insert(
+                        Row(key, kind, parent or None, READY, instance, None, 0, 0, now, now, dict(labels))
+                    )
+            finally:
+                with self.db.locked():
+                    del self._creating[key]
             return _bind(root, read_only)
 
     def mounts(self, key: str) -> list[tuple[str, str, list[str]]]:
@@ -352,6 +451,11 @@ class Snapshotter:
 
     def _mounted(self, row: Row) -> str:
         """The root of the row's instance, mounted again if a reboot unmounted it."""
+        if row.instance:
+            root = os.path.join(self.base_dir, row.instance, "root")
+            with contextlib.suppress(OSError):
+                if self.rfs.syscalls.is_mountpoint(root):
+                    return root  # mounted, as it nearly always is: no record to read
         inst = self.rfs.instance(row.instance or "") if row.instance else None
         if inst is None:
             raise SnapshotError(Code.NOT_FOUND, f"snapshot {row.key!r} lost its instance (Cleanup drops it)")
@@ -377,7 +481,7 @@ class Snapshotter:
                     raise SnapshotError(
                         Code.FAILED_PRECONDITION, f"snapshot {key!r} is {row.kind} ({row.state}), not active"
                     )
-                if self.db.get(name) is not None:
+                if self.db.get(name) is not None or name in self._creating:
                     raise SnapshotError(Code.ALREADY_EXISTS, f"snapshot {name!r} already exists")
                 self.db.update(key, state=COMMITTING)
                 self.db.insert(
@@ -406,35 +510,28 @@ class Snapshotter:
                 )
 
     def remove(self, key: str) -> None:
+        """The snapshot is gone at once (its key free again); its instance or
+        layer is deleted after, by the worker, in the order of the Removes
+        (a child's instance before its parent's layer). One that cannot be
+        deleted yet (a root still in use) is tried again by each Cleanup."""
         _check_key(key, "key")
-        with self._gate.shared():
-            with self.db.transaction():
-                row = self._visible(key)
-                children = self.db.children(key)
-                if children:
-                    raise SnapshotError(
-                        Code.FAILED_PRECONDITION,
-                        f"cannot remove snapshot {key!r}: it has children ({', '.join(sorted(children))})",
-                    )
-                if row.state != READY:
-                    raise SnapshotError(Code.FAILED_PRECONDITION, f"snapshot {key!r} is {row.state}")
-                self.db.update(key, state=REMOVING)
-            try:
-                if row.kind == COMMITTED:
-                    if row.layer and row.layer != self.empty_layer:
-                        try:
-                            self.rfs.remove_layer(row.layer)
-                        except RootFSError as exc:
-                            if exc.error_id is not ErrorId.ErrNoSuchLayer:
-                                raise
-                elif row.instance:
-                    self.rfs.remove(row.instance, missing_ok=True)
-            except BaseException as exc:
-                self.db.update(key, state=READY)
-                if isinstance(exc, RootFSError):
-                    raise _from_core(exc, f"cannot remove {key!r}") from exc
-                raise
+        with self._gate.shared(), self.db.transaction():
+            row = self._visible(key)
+            children = self.db.children(key) + [k for k, p in self._creating.items() if p == key]
+            if children:
+                raise SnapshotError(
+                    Code.FAILED_PRECONDITION,
+                    f"cannot remove snapshot {key!r}: it has children ({', '.join(sorted(children))})",
+                )
+            if row.state != READY:
+                raise SnapshotError(Code.FAILED_PRECONDITION, f"snapshot {key!r} is {row.state}")
             self.db.delete(key)
+            if row.kind == COMMITTED:
+                if row.layer and row.layer != self.empty_layer:
+                    self.db.add_removal(LAYER, row.layer)
+            elif row.instance:
+                self.db.add_removal(INSTANCE, row.instance)
+        self._wake()
 
     def stat(self, key: str) -> Row:
         _check_key(key, "key")
@@ -472,7 +569,7 @@ class Snapshotter:
         return [
             row
             for row in self.db.rows()
-            if row.state in (READY, COMMITTING, REMOVING)
+            if row.state in VISIBLE
             and filtering.matches(
                 parsed, filtering.snapshot_fields(row.key, row.parent, row.kind, row.labels)
             )
@@ -492,9 +589,11 @@ class Snapshotter:
         return used.bytes, used.inodes
 
     def cleanup(self) -> dict[str, list[str]]:
-        """Reconcile (no other operation runs meanwhile), then the core's gc."""
+        """Reconcile (no other operation runs meanwhile), then the core's gc;
+        the worker tries again the removals that failed."""
+        self._wake(retry=True)
         with self._gate.exclusive():
-            report = self.reconcile(remount=False)
+            report = self.reconcile(starting=False)
             gc = self.rfs.gc()
             report["gc"] = [*gc.instances, *gc.unmounted, *gc.orphans]
             return report

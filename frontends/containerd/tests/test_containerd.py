@@ -5,9 +5,7 @@ container run from it, and everything removed again."""
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import os
 import shutil
 import signal
@@ -25,7 +23,7 @@ from rootfs_core.syscalls import UMOUNT_NOFOLLOW, LinuxSyscalls
 from rootfs_core.testing.checks import mounts_below
 from rootfs_core.testing.fixtures import remove_scratch, scratch_dir
 
-from rootfs_containerd.testing import private_containerd_config
+from rootfs_containerd.testing import add_member, oci_archive, private_containerd_config
 
 IMAGE = "docker.io/rootfs/e2e:latest"
 
@@ -35,32 +33,18 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _add(
-    tar: tarfile.TarFile, name: str, data: bytes = b"", kind: bytes = tarfile.REGTYPE, mode: int = 0o644
-) -> None:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.mode = mode
-    info.mtime = 1_700_000_000
-    if kind == tarfile.REGTYPE:
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    else:
-        tar.addfile(info)
-
-
 def _layer_one(tree: str) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name in sorted(os.listdir(tree)):
             tar.add(os.path.join(tree, name), arcname=name)
-        _add(tar, "data", kind=tarfile.DIRTYPE, mode=0o755)
-        _add(tar, "data/keep", b"kept\n")
-        _add(tar, "data/gone", b"deleted later\n")
-        _add(tar, "olddir", kind=tarfile.DIRTYPE, mode=0o755)
-        _add(tar, "olddir/stale", b"stale\n")
-        _add(tar, "becomesfile", kind=tarfile.DIRTYPE, mode=0o755)
-        _add(tar, "becomesfile/inner", b"inner\n")
+        add_member(tar, "data", kind=tarfile.DIRTYPE, mode=0o755)
+        add_member(tar, "data/keep", b"kept\n")
+        add_member(tar, "data/gone", b"deleted later\n")
+        add_member(tar, "olddir", kind=tarfile.DIRTYPE, mode=0o755)
+        add_member(tar, "olddir/stale", b"stale\n")
+        add_member(tar, "becomesfile", kind=tarfile.DIRTYPE, mode=0o755)
+        add_member(tar, "becomesfile/inner", b"inner\n")
     return buf.getvalue()
 
 
@@ -68,51 +52,14 @@ def _layer_two() -> bytes:
     """Deletes a file, replaces a directory by an opaque one and another by a file."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        _add(tar, "data", kind=tarfile.DIRTYPE, mode=0o755)
-        _add(tar, "data/.wh.gone")
-        _add(tar, "olddir", kind=tarfile.DIRTYPE, mode=0o755)
-        _add(tar, "olddir/.wh..wh..opq")
-        _add(tar, "olddir/fresh", b"fresh\n")
-        _add(tar, ".wh.becomesfile")
-        _add(tar, "becomesfile", b"now a file\n")
+        add_member(tar, "data", kind=tarfile.DIRTYPE, mode=0o755)
+        add_member(tar, "data/.wh.gone")
+        add_member(tar, "olddir", kind=tarfile.DIRTYPE, mode=0o755)
+        add_member(tar, "olddir/.wh..wh..opq")
+        add_member(tar, "olddir/fresh", b"fresh\n")
+        add_member(tar, ".wh.becomesfile")
+        add_member(tar, "becomesfile", b"now a file\n")
     return buf.getvalue()
-
-
-def build_image(path: str, tree: str) -> None:
-    """An OCI image layout, as a tar, written by hand."""
-    blobs: dict[str, bytes] = {}
-
-    def blob(data: bytes, media: str) -> dict[str, object]:
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        blobs[digest] = data
-        return {"mediaType": media, "digest": digest, "size": len(data)}
-
-    layers = [_layer_one(tree), _layer_two()]
-    config = {
-        "architecture": "amd64",
-        "os": "linux",
-        "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin:/sbin:/usr/bin"]},
-        "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(x).hexdigest() for x in layers]},
-    }
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": blob(json.dumps(config).encode(), "application/vnd.oci.image.config.v1+json"),
-        "layers": [blob(x, "application/vnd.oci.image.layer.v1.tar") for x in layers],
-    }
-    described = blob(json.dumps(manifest).encode(), "application/vnd.oci.image.manifest.v1+json")
-    described["annotations"] = {
-        "io.containerd.image.name": IMAGE,
-        "org.opencontainers.image.ref.name": "latest",
-    }
-    index = {"schemaVersion": 2, "manifests": [described]}
-    with tarfile.open(path, "w") as tar:
-        for name, data in [
-            ("oci-layout", b'{"imageLayoutVersion": "1.0.0"}'),
-            ("index.json", json.dumps(index).encode()),
-            *((f"blobs/sha256/{d.split(':')[1]}", b) for d, b in blobs.items()),
-        ]:
-            _add(tar, name, data)
 
 
 def _wait_for(path: str, proc: subprocess.Popen[bytes], what: str, log: str) -> None:
@@ -262,7 +209,7 @@ def test_import_run_and_remove_an_image(rig: Rig) -> None:
     tree = os.path.join(rig.top, "busybox")
     build_sample(tree)
     image = os.path.join(rig.top, "image.tar")
-    build_image(image, tree)
+    oci_archive(image, IMAGE, [_layer_one(tree), _layer_two()])
     rig.start_snapshotter()
     rig.start_containerd()
     rig.ctr("images", "import", "--snapshotter", "rootfs", image)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ import time
 import grpc
 from conftest import Client, drop_empty_layer
 from rootfs_core import RootFS
+from rootfs_core.testing.checks import instance_mounts
 
 from rootfs_containerd.api import snapshots_pb2 as pb
 from rootfs_containerd.api import snapshots_pb2_grpc
@@ -38,6 +40,15 @@ def _start(base: str, address: str, backend: str) -> subprocess.Popen[bytes]:
         assert proc.poll() is None and time.monotonic() < deadline, "the snapshotter did not start"
         time.sleep(0.05)
     return proc
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def test_sigkill_at_any_moment_then_restart(base_dir: str, sockdir: str, backend: str) -> None:
@@ -81,16 +92,60 @@ def test_sigkill_at_any_moment_then_restart(base_dir: str, sockdir: str, backend
         client.remove_all()
         channel.close()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
     # A writer killed inside a record rewrite leaves its temporary file,
     # which gc deletes (as the boot-time unit does): nothing else is left.
     assert RootFS(base_dir, sweep=False).gc().failed == {}, f"seed {seed}"
     rfs = RootFS(base_dir)
     assert rfs.instances() == [], f"seed {seed}"
     assert len(rfs.layers()) == 1, f"seed {seed}"
+    drop_empty_layer(base_dir)
+
+
+def test_sigkill_right_after_removes_then_restart(base_dir: str, sockdir: str, backend: str) -> None:
+    """Removes reply before their instances and layers are deleted: killed
+    right after the replies, the snapshotter leaves roots mounted and
+    removals recorded; started again, it finishes them before it serves,
+    leaving nothing mounted and nothing stored."""
+    address = os.path.join(sockdir, "kill.sock")
+    proc = _start(base_dir, address, backend)
+    try:
+        channel = grpc.insecure_channel("unix:" + address)
+        client = Client(snapshots_pb2_grpc.SnapshotsStub(channel), None, address)  # type: ignore[arg-type]
+        root = client.prepare("a")
+        with open(os.path.join(root, "f"), "w") as fh:
+            fh.write("x")
+        client.commit("A", "a")
+        keys = [f"k{n}" for n in range(8)]
+        for key in keys:
+            client.prepare(key, "A")
+        client.view("v", "A")
+        removes = [client.stub.Remove.future(pb.RemoveSnapshotRequest(key=key)) for key in [*keys, "v"]]
+        for future in removes:
+            future.result()
+        client.remove("A")
+        proc.kill()
+        proc.wait()
+        channel.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    database = sqlite3.connect(os.path.join(base_dir, ".rootfs", "containerd", "snapshots.db"))
+    try:
+        pending = database.execute("SELECT what FROM removals").fetchall()
+        rows = database.execute("SELECT key FROM snapshots").fetchall()
+    finally:
+        database.close()
+    assert rows == []
+    assert ("layer",) in pending, "the kill came after every removal was done: nothing tested"
+    os.unlink(address)
+    proc = _start(base_dir, address, backend)
+    try:
+        assert instance_mounts(base_dir) == []
+        rfs = RootFS(base_dir, sweep=False)
+        assert rfs.instances() == []
+        assert len(rfs.layers()) == 1  # the empty layer alone
+    finally:
+        _stop(proc)
     drop_empty_layer(base_dir)

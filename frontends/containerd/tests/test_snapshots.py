@@ -225,10 +225,46 @@ def test_remove_an_active_snapshot(client: Client) -> None:
     root = client.prepare("a")
     write(root, "f")
     client.remove("a")
-    assert not os.path.exists(root)
+    # Gone at once; its instance is deleted after the reply.
     assert code_of(lambda: client.stat("a")) == grpc.StatusCode.NOT_FOUND
     assert code_of(lambda: client.remove("a")) == grpc.StatusCode.NOT_FOUND
+    client.snapshotter.settle()
+    assert not os.path.exists(root)
     assert RootFS(client.snapshotter.base_dir).instances() == []
+    assert client.snapshotter.db.removals() == []
+
+
+def test_a_removed_key_is_free_at_once(client: Client) -> None:
+    write(client.prepare("a"), "f")
+    client.commit("A", "a")
+    first = client.prepare("a", "A")
+    client.remove("a")
+    client.remove("A")  # its layer goes after the instance over it
+    write(client.prepare("a"), "g")
+    client.snapshotter.settle()
+    assert not os.path.exists(first)
+    assert [i.name for i in client.list()] == ["a"]
+    assert [layer.id for layer in RootFS(client.snapshotter.base_dir).layers()] == [
+        client.snapshotter.empty_layer
+    ]
+
+
+def test_a_root_in_use_is_deleted_once_it_is_no_longer_used(client: Client) -> None:
+    root = client.prepare("a")
+    user = subprocess.Popen(["sleep", "60"], cwd=root)
+    try:
+        client.remove("a")
+        client.snapshotter.settle()
+        assert os.path.ismount(root)  # refused by the core: in use
+        assert code_of(lambda: client.stat("a")) == grpc.StatusCode.NOT_FOUND
+        assert len(client.snapshotter.db.removals()) == 1
+    finally:
+        user.kill()
+        user.wait()
+    client.stub.Cleanup(pb.CleanupRequest())  # tries it again
+    client.snapshotter.settle()
+    assert not os.path.exists(root)
+    assert client.snapshotter.db.removals() == []
 
 
 def test_usage_of_each_kind(client: Client) -> None:
@@ -335,6 +371,10 @@ def test_start_up_reconciles_what_a_crash_left(base_dir: str, sockdir: str, back
     stray_root = rfs.generate(snapshotter.empty_layer)
     # A commit killed after publishing its layer, before its rows changed:
     stray_layer = rfs.commit(rfs.generate(snapshotter.empty_layer)).id
+    # A removal an earlier version (it removed before replying) was killed in:
+    removing = rfs.generate(snapshotter.empty_layer)
+    removing_id = os.path.basename(os.path.dirname(removing))
+    snapshotter.db.insert(Row("old", "active", None, "removing", removing_id, None, 0, 0, 1.0, 1.0, {}))
     # A row whose layer is gone, and its child:
     snapshotter.db.insert(Row("lost", "committed", None, "ready", None, "0123456789ab", 0, 0, 1.0, 1.0, {}))
     snapshotter.db.insert(
@@ -347,6 +387,7 @@ def test_start_up_reconciles_what_a_crash_left(base_dir: str, sockdir: str, back
         assert RootFS(base_dir).instances() == []
         assert [layer.id for layer in RootFS(base_dir).layers()] == [again.empty_layer]
         assert not os.path.exists(stray_root) and stray_layer is not None
+        assert not os.path.exists(removing) and again.db.removals() == []
     finally:
         again.close()
     drop_empty_layer(base_dir)
