@@ -45,11 +45,11 @@ from rootfs_core.syscalls import LinuxSyscalls
 # (label, file suffix, function name) of the calls worth counting per cycle.
 COUNTED = (
     ("journal appends (Store.append)", "store.py", "append"),
-    ("records created (Store.create)", "store.py", "create"),
+    ("records created, marked and held (Store.claim_new)", "store.py", "claim_new"),
     ("records read (Store.read)", "store.py", "read"),
     ("record rewrites (Store.write, rare paths)", "store.py", "write"),
     ("os.replace (rename over the record)", "~", "<built-in method posix.replace>"),
-    ("markers claimed (open, flock, fstat)", "store.py", "_lock_marker"),
+    ("instances claimed (Store.claim: the record locked, linked as its marker)", "store.py", "claim"),
     ("os.open (markers, appends, tree walks)", "~", "<built-in method posix.open>"),
     ("open() (record create and read)", "~", "<built-in method io.open>"),
     ("unlink (markers, record, tree walks)", "~", "<built-in method posix.unlink>"),
@@ -60,7 +60,7 @@ COUNTED = (
     ("rmdir", "~", "<built-in method posix.rmdir>"),
     ("mount(2)", "syscalls.py", "mount"),
     ("umount2(2)", "syscalls.py", "umount"),
-    ("pluggy hook calls (Registry.call)", "registry.py", "call"),
+    ("pluggy hook calls (Registry._call)", "registry.py", "_call"),
     ("subprocess (cp -a)", "subprocess.py", "__init__"),
 )
 
@@ -239,6 +239,7 @@ def _instrument(ledger: Ledger) -> None:
         ("chown", "chown"),
         ("open", "open {path}"),
         ("unlink", "unlink {path}"),
+        ("link", "link (a marker, a record)"),
         ("write", "write {fd}"),
         ("close", "close {fd}"),
         ("fstat", "fstat {fd}"),
@@ -256,10 +257,10 @@ def _instrument(ledger: Ledger) -> None:
     ledger.wrap(LinuxSyscalls, "umount", "umount2(2)")
     ledger.wrap(rawops._Libc, "mount", "mount(2)")
     ledger.wrap(rawops._Libc, "umount", "umount2(2)")
-    ledger.wrap(Store, "create", "record: create (file object, json)")
-    ledger.wrap(Store, "read", "record: read (file object, json)")
+    ledger.wrap(Store, "claim_new", "record: create, mark and lock (json)")
+    ledger.wrap(Store, "read", "record: read (json, validation)")
     ledger.wrap(Store, "append", "journal: append (json, encode)")
-    ledger.wrap(Registry, "call", "pluggy dispatch (Registry.call)")
+    ledger.wrap(Registry, "_call", "pluggy dispatch (Registry._call)")
     for name in ("__init__", "communicate", "wait"):
         ledger.wrap(subprocess.Popen, name, "cp -a (spawn, copy, wait)")
 

@@ -308,16 +308,28 @@ class BuildContext:
     def _journal_mount(self, op: str, target: str, error: ErrorId | None) -> ErrorId:
         """Check a mount target and journal the mount; return the error id a
         failure to mount is reported with."""
-        is_root = os.path.normpath(target) == self.root
+        normal = os.path.normpath(target)
+        is_root = normal == self.root
         if not paths.is_within(target, self.instance_dir):
             raise RootFSError(ErrorId.ErrPathEscapesRoot, f"mount target {target} is outside the instance")
-        if not paths.has_no_symlink(target):
+        if not self._no_symlink(target, normal):
             raise RootFSError(ErrorId.ErrPathEscapesRoot, f"mount target {target} goes through a symlink")
         undo = ErrorId.ErrUnmountRoot if is_root else ErrorId.ErrUnmountSubdir
-        self._journal(Step(op, os.path.normpath(target), undo.name))
+        self._journal(Step(op, normal, undo.name))
         if error is not None:
             return error
         return ErrorId.ErrBindMountRoot if is_root else ErrorId.ErrBindMountSubdir
+
+    def _no_symlink(self, target: str, normal: str) -> bool:
+        """Whether a mount on ``target`` lands exactly there: mount(2) follows
+        a symlink in any component, the last one too. The base directory is
+        a real path, so only the components below it are looked at (the
+        whole path is resolved only when it is not a normalised one, whose
+        ``..`` could climb back out of a symlink)."""
+        if target != normal:
+            return paths.has_no_symlink(target)
+        base = os.path.dirname(self.instance_dir)
+        return paths.symlink_on_the_way(target, base, set()) is None and not os.path.islink(target)
 
     def _make_dir(
         self, path: str, mode: int, owner: tuple[int, int] | None, op: str, error: ErrorId, detail: str = ""

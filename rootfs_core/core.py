@@ -475,22 +475,20 @@ class RootFS:
         if not self._private:
             basedir.make_private(self.base_dir, self.syscalls)
             self._private = True
-        store.ensure()
         instance_id = store.new_id()
-        with store.claim(instance_id) as claim:
-            prototype = layers[0] if layers else ""
-            record = Record(
-                instance_id,
-                name,
-                prototype,
-                store.root_of(instance_id),
-                time.time(),
-                options,
-                layers=list(layers),
-                read_only=read_only,
-            )
+        prototype = layers[0] if layers else ""
+        record = Record(
+            instance_id,
+            name,
+            prototype,
+            store.root_of(instance_id),
+            time.time(),
+            options,
+            layers=list(layers),
+            read_only=read_only,
+        )
+        with store.claim_new(record) as claim:
             try:
-                store.create(record)
                 ctx = BuildContext(record, self.syscalls, store)
                 ctx.make_instance_dirs()
                 yield ctx
@@ -632,7 +630,14 @@ class RootFS:
     def _instance_id(self, root_or_id: str) -> str:
         if is_instance_id(root_or_id):
             return root_or_id
-        instance_id = self._store.id_of_root(os.path.realpath(root_or_id))
+        # A root named by its own path (absolute, normalised) needs no
+        # resolving: the base directory is a real path, and below it only
+        # rootfs makes entries (whatever the record then names is checked
+        # before anything is touched).
+        named = os.path.isabs(root_or_id) and os.path.normpath(root_or_id) == root_or_id
+        instance_id = self._store.id_of_root(root_or_id) if named else None
+        if instance_id is None:
+            instance_id = self._store.id_of_root(os.path.realpath(root_or_id))
         if instance_id is None:
             raise RootFSError(
                 ErrorId.ErrNotOurRoot,

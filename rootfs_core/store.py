@@ -14,9 +14,19 @@ remove: one structure, read three ways. A record file is JSON lines: the
 record's header, then one line per step, appended as it is taken (appending
 is what keeps a generate cheap: replacing a file by rename makes ext4 flush
 it to disk, every time). A torn last line, from a process killed mid-write,
-names a step that was never taken, and is ignored. The marker is separate from the record
-so that the sweep for crashed instances lists one small directory instead of
-every record, and its flock tells a crashed owner from a live one.
+names a step that was never taken, and is ignored. The marker is a name in
+a directory of its own so that the sweep for crashed instances lists one
+small directory instead of every record, and its flock tells a crashed owner
+from a live one.
+
+One inode per instance: the marker is, whenever it can be, a second name of
+the record's own file (a generate links its new record in as both; a remove
+links the record it locked in as the marker), so a generate or a remove
+creates one file, opens it once, and appends and reads through that one
+descriptor (``Claim.journal``). The record is always read at its own name, so
+a marker that is a separate empty file (there was no record to lock, or an
+earlier release made it) serves just as well, and old base directories need
+nothing done to them.
 """
 
 from __future__ import annotations
@@ -49,6 +59,9 @@ _COMMITTED = {"committed": True}
 # A mount again (after a reboot) began: a sweep unmounts what it mounted and
 # keeps the instance, never takes its data apart.
 _REMOUNTING = {"remounting": True}
+_REMOVING_LINE, _COMMITTING_LINE, _COMMITTED_LINE, _REMOUNTING_LINE = (
+    json.dumps(item) + "\n" for item in (_REMOVING, _COMMITTING, _COMMITTED, _REMOUNTING)
+)
 
 
 @dataclasses.dataclass
@@ -68,6 +81,11 @@ class Step:
     path: str
     undo_error: str
     detail: str = ""
+
+    def row(self) -> tuple[str, str, str, str]:
+        """Its journal line's fields (``dataclasses.astuple`` would deep-copy
+        each one, on every step of every generate)."""
+        return (self.op, self.path, self.undo_error, self.detail)
 
 
 @dataclasses.dataclass
@@ -111,7 +129,7 @@ class Record:
 
 
 def _lines(record: Record) -> str:
-    items: list[object] = [record.header(), *map(dataclasses.astuple, record.steps)]
+    items: list[object] = [record.header(), *(step.row() for step in record.steps)]
     if record.removing:
         items.append(_REMOVING)
     if record.committing:
@@ -214,11 +232,24 @@ class Claim:
 
     Releasing without ``finish`` leaves the marker: the instance stays
     incomplete, which is right when the work failed half-way.
+
+    ``journal`` is an fd of the record's file, open for appending, through
+    which the store appends to and reads the record instead of opening it
+    for every step: the lock's own ``fd`` when the marker is the record's
+    file (``is_record``), the new file's once the record is rewritten under
+    the claim, else None (by its name). The claim registers itself in
+    ``held``, the store's claims of this process.
     """
 
-    def __init__(self, path: str, fd: int) -> None:
+    def __init__(
+        self, instance_id: str, path: str, fd: int, held: dict[str, Claim], *, is_record: bool = False
+    ) -> None:
+        self._id = instance_id
         self._path = path
         self._fd = fd
+        self._held = held
+        self.journal = fd if is_record else None
+        held[instance_id] = self
         # A copier started while the claim is held holds the lock too, so a
         # sweep never takes the instance for abandoned while it still writes
         # there (its owner killed, it not yet dead of its own death signal).
@@ -231,7 +262,18 @@ class Claim:
         except FileNotFoundError:
             pass
 
+    def set_journal(self, fd: int | None) -> None:
+        """Append to and read the record through ``fd`` from now on (None:
+        by its name), closing the descriptor this replaces unless it is the
+        lock's own."""
+        if self.journal is not None and self.journal != self._fd:
+            os.close(self.journal)
+        self.journal = fd
+
     def release(self) -> None:
+        self.set_journal(None)
+        if self._held.get(self._id) is self:
+            del self._held[self._id]
         release_fd(self._fd)
         os.close(self._fd)
 
@@ -256,6 +298,9 @@ class Store:
         self.state_dir = os.path.join(base_dir, STATE_DIR)
         self.records_dir = os.path.join(self.state_dir, "records")
         self.incomplete_dir = os.path.join(self.state_dir, "incomplete")
+        # The claims this process holds, by instance id: the records are
+        # appended to, read and rewritten through their journals.
+        self._claims: dict[str, Claim] = {}
 
     @property
     def initialised(self) -> bool:
@@ -321,75 +366,83 @@ class Store:
     def record_path(self, instance_id: str) -> str:
         return os.path.join(self.records_dir, instance_id + ".json")
 
-    def create(self, record: Record) -> None:
-        """Write a new record (it must not exist yet). It appears whole or not
-        at all, so a reader or a crash never meets an empty one."""
-        path = self.record_path(record.id)
+    def claim_new(self, record: Record) -> Claim:
+        """Create the record of a new instance, marked incomplete and held:
+        one file, linked in as the marker, then as the record, so that no
+        record appears unmarked before its instance is made."""
+        marker, path = self._marker(record.id), self.record_path(record.id)
         try:
-            os.close(self._publish(path, _lines(record).encode()))
+            fd = self._born_locked(_lines(record).encode(), [marker, path])
         except OSError as exc:
-            raise RootFSError(ErrorId.ErrRecord, f"cannot write record {path}", cause=exc) from exc
+            raise RootFSError(ErrorId.ErrRecord, f"cannot create record {path}", cause=exc) from exc
+        return Claim(record.id, marker, fd, self._claims, is_record=True)
 
     def append(self, record: Record, step: Step) -> None:
         """Add ``step`` to the record, on disk first, then in memory."""
-        path = self.record_path(record.id)
-        line = json.dumps(dataclasses.astuple(step)) + "\n"
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-            try:
-                os.write(fd, line.encode())
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            raise RootFSError(ErrorId.ErrRecord, f"cannot write record {path}", cause=exc) from exc
+        self._append(record.id, json.dumps(step.row()) + "\n")
         record.steps.append(step)
 
     def write(self, record: Record) -> None:
-        """Replace the record as a whole (after a partial undo: rare)."""
+        """Replace the record as a whole (after a partial undo: rare). Under a
+        claim, the new file becomes its journal."""
         path = self.record_path(record.id)
         tmp = self._temp_name(path)
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(_lines(record))
-            os.replace(tmp, path)
+            fd = os.open(tmp, _NEW_FILE, 0o600)
+            try:
+                os.write(fd, _lines(record).encode())
+                os.replace(tmp, path)
+            except BaseException:
+                os.close(fd)
+                raise
         except OSError as exc:
             unlink_if_present(tmp)
             raise RootFSError(ErrorId.ErrRecord, f"cannot write record {path}", cause=exc) from exc
+        claim = self._claims.get(record.id)
+        if claim is None:
+            os.close(fd)
+        else:
+            claim.set_journal(fd)
 
     def mark_removing(self, record: Record) -> None:
         """Note in the journal, before the first undo takes effect, that the
         instance is being taken apart: it is never ``ready`` again."""
         if not record.removing:
-            self._append_line(record, _REMOVING)
+            self._append(record.id, _REMOVING_LINE)
             record.removing = True
 
     def mark_committing(self, record: Record) -> None:
         """Note in the journal, before a commit's first change, that the
         instance's data is becoming a layer: a killed commit is not swept away."""
-        self._append_line(record, _COMMITTING)
+        self._append(record.id, _COMMITTING_LINE)
         record.committing = True
 
     def mark_remounting(self, record: Record) -> None:
         """Note that the instance is being mounted again: a killed attempt is
         undone by unmounting, never by deleting."""
-        self._append_line(record, _REMOUNTING)
+        self._append(record.id, _REMOUNTING_LINE)
         record.remounting = True
 
     def mark_committed(self, record: Record) -> None:
         """Note that the commit's layer is published: what is left may go."""
-        self._append_line(record, _COMMITTED)
+        self._append(record.id, _COMMITTED_LINE)
         record.committed = True
 
-    def _append_line(self, record: Record, item: dict[str, bool]) -> None:
-        path = self.record_path(record.id)
+    def _append(self, instance_id: str, line: str) -> None:
+        """Append ``line`` to the record: through the claim's journal if this
+        process holds one, else by the record's name."""
+        claim = self._claims.get(instance_id)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+            if claim is not None and claim.journal is not None:
+                os.write(claim.journal, line.encode())
+                return
+            fd = os.open(self.record_path(instance_id), os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
             try:
-                os.write(fd, (json.dumps(item) + "\n").encode())
+                os.write(fd, line.encode())
             finally:
                 os.close(fd)
         except OSError as exc:
+            path = self.record_path(instance_id)
             raise RootFSError(ErrorId.ErrRecord, f"cannot write record {path}", cause=exc) from exc
 
     def read(self, instance_id: str) -> Record | None:
@@ -397,24 +450,33 @@ class Store:
         that is damaged, of the wrong shape, or names anything outside its
         instance raises ``RootFSError(ErrRecord)``."""
         path = self.record_path(instance_id)
+        claim = self._claims.get(instance_id)
+        journal = claim.journal if claim is not None else None
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = journal if journal is not None else os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise RootFSError(ErrorId.ErrRecord, f"cannot read record {path}", cause=exc) from exc
         try:
-            with os.fdopen(fd, "rb") as fh:
-                st = os.fstat(fh.fileno())
-                problem = untrusted(st, directory=False)
-                if problem:
-                    raise ValueError(f"the file {problem}")
-                lines = fh.read().decode().split("\n")
+            st = os.fstat(fd)
+            problem = untrusted(st, directory=False)
+            if problem:
+                raise ValueError(f"the file {problem}")
+            # Records only grow, and only under a claim: what fstat saw is
+            # whole lines, at most a torn last one (which ``_parse`` ignores).
+            lines = os.pread(fd, st.st_size, 0).decode().split("\n")
             return _parse(lines, instance_id, self.instance_dir(instance_id))
         except (OSError, ValueError, TypeError, UnicodeDecodeError) as exc:
             raise RootFSError(ErrorId.ErrRecord, f"cannot read record {path}: {exc}", cause=exc) from exc
+        finally:
+            if fd != journal:
+                os.close(fd)
 
     def delete(self, instance_id: str) -> None:
+        claim = self._claims.get(instance_id)
+        if claim is not None:
+            claim.set_journal(None)  # never read back what is gone
         unlink_if_present(self.record_path(instance_id))
 
     def sweep_temporaries(self) -> list[str]:
@@ -443,72 +505,133 @@ class Store:
                 yield name
 
     def is_incomplete(self, instance_id: str) -> bool:
-        return os.path.exists(os.path.join(self.incomplete_dir, instance_id))
+        return os.path.exists(self._marker(instance_id))
+
+    def _marker(self, instance_id: str) -> str:
+        return os.path.join(self.incomplete_dir, instance_id)
 
     def claim(self, instance_id: str) -> Claim:
         """Mark the instance incomplete and hold it exclusively, waiting for
-        any other holder."""
-        claim = self._lock_marker(instance_id, create=True, wait=True)
-        assert claim is not None
-        return claim
+        any other holder.
+
+        With no marker yet (the usual remove), the record's own file is
+        locked and linked in as the marker: born locked, like every marker,
+        and then appended to and read through the lock's descriptor. Linked
+        through ``/proc/self/fd``, so the marker is exactly the inode locked
+        (a record replaced meanwhile cannot be linked: it has no name left).
+        Where that cannot be done (no record, or not one to trust, or no
+        ``/proc``), an empty marker of its own is made instead."""
+        marker = self._marker(instance_id)
+        while True:
+            fd = self._open_record(instance_id)
+            separate = fd is None
+            if fd is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)  # a holder whose marker it is: wait for it
+                    # A dir fd makes os.link call linkat, the one way to ask
+                    # for AT_SYMLINK_FOLLOW; with an absolute path the kernel
+                    # ignores it.
+                    os.link(f"/proc/self/fd/{fd}", marker, src_dir_fd=fd, follow_symlinks=True)
+                except FileExistsError:
+                    os.close(fd)  # marked already: wait for that holder, below
+                except OSError:
+                    os.close(fd)
+                    separate = True
+                except BaseException:  # interrupted while waiting
+                    os.close(fd)
+                    raise
+                else:
+                    return Claim(instance_id, marker, fd, self._claims, is_record=True)
+            claim = self._lock_marker(instance_id, wait=True)
+            if claim is not None:
+                return claim
+            if not separate:
+                continue  # the marker went meanwhile: start again
+            try:
+                # Born locked: the marker appears only once flock is held,
+                # so no sweeper ever finds it unlocked and thinks its owner
+                # dead.
+                return Claim(instance_id, marker, self._born_locked(b"", [marker]), self._claims)
+            except FileExistsError:
+                continue  # someone marked it meanwhile: wait for them
+            except OSError as exc:
+                raise RootFSError(ErrorId.ErrRecord, f"cannot create marker {marker}", cause=exc) from exc
 
     def claim_abandoned(self, instance_id: str) -> Claim | None:
         """Hold an incomplete instance whose owner is gone, or return None if a
         live process holds it or it is no longer incomplete."""
-        return self._lock_marker(instance_id, create=False, wait=False)
+        return self._lock_marker(instance_id, wait=False)
 
-    def _lock_marker(self, instance_id: str, *, create: bool, wait: bool) -> Claim | None:
-        path = os.path.join(self.incomplete_dir, instance_id)
-        while True:
-            if create:
-                try:
-                    # Born locked: the marker appears only once flock is held,
-                    # so no sweeper ever finds it unlocked and thinks its
-                    # owner dead.
-                    return Claim(path, self._publish(path, b"", lock=True))
-                except FileExistsError:
-                    pass  # someone holds (or held) it: wait for them below
-                except OSError as exc:
-                    raise RootFSError(ErrorId.ErrRecord, f"cannot create marker {path}", cause=exc) from exc
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-            except FileNotFoundError:
-                if create:
-                    continue  # finished meanwhile: try to create it again
-                return None
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            except OSError as exc:
-                os.close(fd)
-                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    return None
-                raise
+    def _lock_marker(self, instance_id: str, *, wait: bool) -> Claim | None:
+        """Hold the instance's marker, if there is one (None if there is
+        none, or, unless ``wait``, if a live process holds it)."""
+        marker = self._marker(instance_id)
+        try:
+            fd = os.open(marker, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             # The previous holder may have finished (and unlinked the marker)
-            # while we waited: then our lock is on a dead inode; start again.
-            if os.fstat(fd).st_nlink > 0:
-                return Claim(path, fd)
+            # while we waited: then our lock is on an inode that is no marker
+            # any more, whether or not it is still the record.
+            locked, named = os.fstat(fd), os.stat(marker, follow_symlinks=False)
+        except BaseException as exc:  # an interrupt while waiting too
             os.close(fd)
-            if not create:
+            if isinstance(exc, OSError) and exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.ENOENT):
                 return None
+            raise
+        if (locked.st_dev, locked.st_ino) != (named.st_dev, named.st_ino):
+            os.close(fd)
+            return None
+        return Claim(instance_id, marker, fd, self._claims)
+
+    def _open_record(self, instance_id: str) -> int | None:
+        """The record's file, open for appending, if it is one of the caller's
+        that can be its marker; else None."""
+        try:
+            fd = os.open(
+                self.record_path(instance_id), os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+            )
+        except OSError:
+            return None
+        try:
+            if untrusted(os.fstat(fd), directory=False) is None:
+                return fd
+        except OSError:
+            pass
+        os.close(fd)
+        return None
 
     # files appearing whole -------------------------------------------------
     def _temp_name(self, path: str) -> str:
         directory, name = os.path.split(path)
         return os.path.join(directory, f".{name}.{os.getpid()}.{os.urandom(4).hex()}.new")
 
-    def _publish(self, path: str, content: bytes, *, lock: bool = False) -> int:
-        """Create ``path`` with ``content`` (and flock held, if ``lock``) by
-        linking a finished temporary file into place; return its open fd.
-        Raises ``FileExistsError`` if ``path`` exists."""
-        tmp = self._temp_name(path)
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    def _born_locked(self, content: bytes, names: list[str]) -> int:
+        """A new file holding ``content``, flock held on it, linked in under
+        each of ``names`` in turn (all or none of them): it appears whole,
+        and never unlocked while we live. Made under a temporary name beside
+        the first, which is deleted whatever happens (a kill leaves it for
+        ``sweep_temporaries``); the state directory is made the first time.
+        Returns the open fd. Raises ``FileExistsError`` if a name exists."""
+        tmp = self._temp_name(names[0])
         try:
-            if lock:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+            fd = os.open(tmp, _NEW_FILE, 0o600)
+        except FileNotFoundError:
+            self.ensure()
+            fd = os.open(tmp, _NEW_FILE, 0o600)
+        linked: list[str] = []
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
             if content:
                 os.write(fd, content)
-            os.link(tmp, path)
+            for name in names:
+                os.link(tmp, name)
+                linked.append(name)
         except BaseException:
+            for name in linked:
+                unlink_if_present(name)
             os.close(fd)
             raise
         finally:
@@ -516,6 +639,8 @@ class Store:
         return fd
 
 
+# A record or marker under its temporary name (appended to once in place).
+_NEW_FILE = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
 _TEMP = re.compile(r"^\..*\.([0-9]+)\.[0-9a-f]{8}\.new$")
 
 

@@ -50,11 +50,16 @@ def check(steps: list[Step], instance_dir: str) -> None:
     symlink on the way to one (a symlink to delete is never followed), or a
     directory to delete that a mount made *before* it covers (a valid
     journal creates every directory before mounting on it)."""
-    checked: set[str] = set()
+    top = os.path.dirname(instance_dir)
+    # Directories found no symlink (the base directory is a real path); a
+    # path whose parent is one needs no look on the way: each of that
+    # parent's own parents was found sound before it.
+    checked = {top}
     for index, step in enumerate(steps):
         if not paths.is_within(step.path, instance_dir):
             raise RootFSError(ErrorId.ErrNotOurRoot, f"journal names {step.path}, outside {instance_dir}")
-        link = paths.symlink_on_the_way(step.path, os.path.dirname(instance_dir), checked)
+        sound = os.path.dirname(step.path) in checked
+        link = None if sound else paths.symlink_on_the_way(step.path, top, checked)
         if link is not None:
             raise RootFSError(
                 ErrorId.ErrRecord,
@@ -65,6 +70,7 @@ def check(steps: list[Step], instance_dir: str) -> None:
             continue
         if os.path.islink(step.path):
             raise RootFSError(ErrorId[step.undo_error], f"{step.path} is a symlink: refusing to delete it")
+        checked.add(step.path)
         for earlier in steps[:index]:
             if earlier.op in _MOUNT_OPS and paths.is_within(earlier.path, step.path):
                 raise RootFSError(

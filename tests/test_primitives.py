@@ -14,17 +14,8 @@ from rootfs_core import ErrorId, RootFS, RootFSError, teardown
 from rootfs_core.context import BuildContext
 from rootfs_core.store import Record, Store
 from rootfs_core.syscalls import UMOUNT_NOFOLLOW, LinuxSyscalls
-from rootfs_core.testing.checks import instance_mounts
+from rootfs_core.testing.checks import instance_mounts, mount_options
 from rootfs_core.testing.faults import FakeMounts
-
-
-def _options_of(mount_point: str) -> set[str]:
-    with open("/proc/self/mountinfo") as fh:
-        for line in fh:
-            fields = line.split()
-            if fields[4] == mount_point:
-                return set(fields[5].split(","))
-    raise AssertionError(f"{mount_point} is not mounted")
 
 
 def test_read_only_bind_keeps_nosuid_nodev_noexec(rfs: RootFS, prototype: str, base_dir: str) -> None:
@@ -37,7 +28,7 @@ def test_read_only_bind_keeps_nosuid_nodev_noexec(rfs: RootFS, prototype: str, b
         for name in ("etc", "tmp"):
             os.mkdir(os.path.join(locked, name))
         root = rfs.generate(locked)
-        assert {"ro", "nosuid", "nodev", "noexec"} <= _options_of(root)
+        assert {"ro", "nosuid", "nodev", "noexec"} <= mount_options(root)
         rfs.remove(root)
         assert instance_mounts(base_dir) == []
     finally:
@@ -96,19 +87,19 @@ def test_mount_options_up_to_one_page_and_no_more(base_dir: str) -> None:
     rest silently: a page-long option string is refused before any mount."""
     page = os.sysconf("SC_PAGE_SIZE")
     store = Store(base_dir)
-    store.ensure()
     instance_id = store.new_id()
     record = Record(instance_id, "none", "/", store.root_of(instance_id), 0.0, {})
-    store.create(record)
-    fake = FakeMounts()
-    ctx = BuildContext(record, fake, store)
-    ctx.make_instance_dirs()
-    ctx.mount("none", ctx.root, "fakefs", data="o" * (page - 1))
-    with pytest.raises(RootFSError) as info:
-        ctx.mount("none", ctx.root, "fakefs", data="o" * page)
-    assert info.value.error_id is ErrorId.ErrBindMountRoot
-    assert f"take {page} bytes" in str(info.value) and f"limit of {page - 1}" in str(info.value)
-    assert len(fake.mount_calls) == 1
-    teardown.undo(record.steps, ctx.instance_dir, fake)
-    store.delete(instance_id)
+    with store.claim_new(record) as claim:
+        fake = FakeMounts()
+        ctx = BuildContext(record, fake, store)
+        ctx.make_instance_dirs()
+        ctx.mount("none", ctx.root, "fakefs", data="o" * (page - 1))
+        with pytest.raises(RootFSError) as info:
+            ctx.mount("none", ctx.root, "fakefs", data="o" * page)
+        assert info.value.error_id is ErrorId.ErrBindMountRoot
+        assert f"take {page} bytes" in str(info.value) and f"limit of {page - 1}" in str(info.value)
+        assert len(fake.mount_calls) == 1
+        teardown.undo(record.steps, ctx.instance_dir, fake)
+        store.delete(instance_id)
+        claim.finish()
     assert fake.mounted == []

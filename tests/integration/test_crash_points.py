@@ -125,8 +125,10 @@ def _die_at_store_file_call(monkeypatch: pytest.MonkeyPatch, state_dir: str, at:
 
         def call(*args: Any, **kwargs: Any) -> Any:
             nonlocal count
-            path = args[0]
-            ours = isinstance(path, str) and path.startswith(state_dir + "/")
+            # A link or rename is the store's by either path (a record is
+            # linked in as a marker through /proc/self/fd).
+            paths = args[:1] if name in ("open", "unlink") else args[:2]
+            ours = any(isinstance(path, str) and path.startswith(state_dir + "/") for path in paths)
             if name == "open":
                 ours = ours and bool(args[1] & os.O_CREAT)
             if ours:
@@ -174,7 +176,7 @@ def test_sigkill_at_every_file_of_the_store_is_swept_by_gc(
 
             status = _die_in_child(act)
             if os.WIFEXITED(status):  # fewer calls than that: all were covered
-                assert os.WEXITSTATUS(status) == 0 and at > 4, f"{where}: {status}"
+                assert os.WEXITSTATUS(status) == 0 and at > 3, f"{where}: {status}"
                 for instance in rfs.instances():
                     if instance.id != keeper_id:
                         rfs.remove(instance.root)
@@ -195,7 +197,9 @@ def test_sigkill_at_every_file_of_the_store_is_swept_by_gc(
                     assert not before.markers, f"{where}: {before}"
                     rfs.remove(instance_id)
     print(f"{backend} {operation}: {kills} kills, {temporaries} left a temporary file")
-    assert kills >= 8 and temporaries > 0, (kills, temporaries)
+    # A remove creates no file (the record it locked becomes its marker),
+    # so only a generate can leave a temporary one.
+    assert kills >= 6 and (temporaries > 0) == (operation == "generate"), (kills, temporaries)
     rfs.remove(keeper)
 
 
