@@ -108,9 +108,10 @@ def signature(
     """What marks this instance's mounts in another namespace (see
     ``namespaces``), read while they are still mounted here: its id, its
     mount points (those mounted here first; its root always, even when the
-    journal no longer names it, for a second look after ours are gone), and
-    the device numbers of the mounted filesystems that only it has (not a
-    bind of the prototype or of the base directory's filesystem)."""
+    journal no longer names it, for a second look after ours are gone), the
+    device numbers of the mounted filesystems that only it has (not a bind
+    of the prototype or of the base directory's filesystem), and the unique
+    id of its oldest mount, than which every copy is newer."""
     targets = sorted({step.path for step in steps if step.op in _MOUNT_OPS} | {instance_dir + "/root"})
     shared = set()
     for path in (instance_dir, prototype):
@@ -131,7 +132,9 @@ def signature(
         if dev not in shared:
             devices.append(f" {os.major(dev)}:{os.minor(dev)} ".encode())
     ordered = mounted + [target for target in targets if target not in mounted]
-    return namespaces.Signature([os.path.basename(instance_dir).encode()], devices, ordered)
+    return namespaces.Signature(
+        [os.path.basename(instance_dir).encode()], devices, ordered, namespaces.oldest_mount(mounted)
+    )
 
 
 def unmount_all(steps: list[Step], syscalls: Syscalls) -> None:

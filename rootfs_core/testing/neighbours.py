@@ -11,10 +11,12 @@ A real host is different in two ways, and rootfs's promises must hold there:
   every namespace that is a slave of the host's (a service, a container
   started with ``rslave``) receives a copy of each mount rootfs makes;
 - container runtimes and services started after a generate (``PrivateTmp``,
-  ``runc``) hold *copies* of all our mounts in namespaces of their own. The
-  busy test in ours cannot see a process that uses its copy, and unmounting
-  ours leaves the copy, with the upper layer or writable copies under it,
-  alive: deleting that data then pulls the ground from under the neighbour.
+  ``runc``) hold *copies* of all our mounts in namespaces of their own, and
+  one made before can be given a copy later (``machinectl bind``: a
+  ``mover``). The busy test in ours cannot see a process that uses its
+  copy, and unmounting ours leaves the copy, with the upper layer or
+  writable copies under it, alive: deleting that data then pulls the
+  ground from under the neighbour.
 
 Each helper starts one such neighbour, waits until it is in place, and kills
 and waits for it on exit, whatever happened. ``shared_namespace`` runs a
@@ -53,6 +55,7 @@ __all__ = [
     "copier",
     "holder",
     "in_shared_namespace",
+    "mover",
     "runc_container",
     "shared_namespace",
     "watcher",
@@ -128,6 +131,31 @@ for line in sys.stdin:
 # into it (a container), its file open with its working directory elsewhere,
 # its working directory in it (no file open), or its file mapped (closed).
 HOLDS = ("chroot", "open", "cwd", "mapped")
+
+# Runs in a mover, in the caller's mount namespace at first: clones the
+# mount tree at ``source`` (open_tree(OPEN_TREE_CLONE | AT_RECURSIVE): a
+# detached copy), enters the mount namespace whose file is ``ns`` (setns),
+# mounts the copy at ``target`` there (move_mount), takes its working
+# directory into it if ``how`` is "use" ("/" otherwise), says it is in place
+# and waits for stdin to close.
+_MOVER_CODE = r"""
+import ctypes, os, sys
+source, target, ns, how = sys.argv[1:5]
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def check(result, what):
+    if result < 0:
+        raise OSError(ctypes.get_errno(), "%s: %s" % (what, os.strerror(ctypes.get_errno())))
+    return result
+tree = check(libc.syscall(428, -100, os.fsencode(source), 0x1 | 0x8000 | os.O_CLOEXEC), "open_tree")
+check(libc.setns(os.open(ns, os.O_RDONLY | os.O_CLOEXEC), 0x20000), "setns")
+check(libc.syscall(429, tree, b"", -100, os.fsencode(target), 0x4), "move_mount")
+os.close(tree)
+os.chdir(target if how == "use" else "/")
+sys.stdout.write("ready\n")
+sys.stdout.flush()
+sys.stdin.read()
+"""
 
 # Runs in a copier or a watcher: says it is in place, then waits for stdin to
 # close, with its working directory at "/" and no file open anywhere else.
@@ -320,6 +348,33 @@ def copier() -> Iterator[Neighbour]:
     pid, proc = _start(argv, "copier")
     neighbour = Neighbour(pid, proc)
     try:
+        yield neighbour
+    finally:
+        neighbour.stop()
+
+
+@contextlib.contextmanager
+def mover(into: Neighbour, source: str, target: str, *, use: bool = False) -> Iterator[Neighbour]:
+    """A process that moves a copy of the mounts at and below ``source``
+    (ours) into the mount namespace of ``into`` (made before them), at
+    ``target`` there (an existing directory), and stays in that namespace:
+    its working directory in the copy if ``use``, else ``/``. The copy goes
+    with the namespace (once ``into`` and this process are gone).
+
+    Why: a namespace made *before* a generate holds a copy this way, at a
+    path of its own (``machinectl bind`` adds a mount to a running
+    container with ``open_tree`` and ``move_mount``, and a runtime a volume
+    so). The namespace was not cloned after the mounts were made, yet a
+    remove must find the copy all the same: refuse while this process uses
+    it, keep the data while it merely exists.
+    """
+    namespace = f"/proc/{into.pid}/ns/mnt"
+    argv = _python(_MOVER_CODE, source, target, namespace, "use" if use else "copy")
+    pid, proc = _start(argv, f"mover of {source} into {into.pid}'s namespace")
+    neighbour = Neighbour(pid, proc)
+    try:
+        if os.readlink(f"/proc/{pid}/ns/mnt") != os.readlink(namespace):
+            raise RuntimeError(f"mover {pid} is not in the namespace of {into.pid}")
         yield neighbour
     finally:
         neighbour.stop()
