@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import warnings
 from typing import NoReturn
 
 from rootfs_core import log, mounttable, paths, teardown
@@ -44,7 +45,7 @@ class BuildContext:
     prototype directory), ``root`` (the directory to mount the result on,
     already created), ``instance_dir`` (the instance's own directory, where its
     writable parts go), ``options`` (validated against the backend's
-    ``BackendInfo.options``) and ``syscalls``. ``layers`` lists the layers,
+    ``BackendInfo.options``). ``layers`` lists the layers,
     bottom first (``prototype`` is the first; a layer may hold overlay-format
     whiteouts and opaque directories), and ``read_only`` asks for a view that
     refuses every write; neither goes beyond what the backend's
@@ -52,6 +53,11 @@ class BuildContext:
     protections of the prototype's mount (``nosuid``, ``nodev``,
     ``noexec``): ``mount`` and ``bind`` apply them by themselves, a backend
     that mounts through a program (``fuse_mount``) passes them to it.
+
+    Everything a backend changes goes through the primitives, which journal
+    it first; ``filesystem_of`` answers the one question about the host a
+    backend needs. ``syscalls`` (the raw kernel calls, which bypass the
+    journal) is deprecated.
     """
 
     def __init__(self, record: Record, syscalls: Syscalls, store: Store, *, replay: bool = False) -> None:
@@ -60,7 +66,7 @@ class BuildContext:
         self.root = record.root
         self.instance_dir = os.path.dirname(record.root)
         self.options = record.options
-        self.syscalls = syscalls
+        self._syscalls = syscalls
         self._store = store
         self._record = record
         # Mounting an instance again (after a reboot) replays its backend's
@@ -140,7 +146,7 @@ class BuildContext:
             return target  # the copy made before, with what was written in it
         log.info("copy %s -> %s", source, target)
         try:
-            self.syscalls.copy_tree(source, target)
+            self._syscalls.copy_tree(source, target)
         except OSError as exc:
             raise RootFSError(error, f"cannot copy {source} to {target}", cause=exc) from exc
         return target
@@ -180,7 +186,7 @@ class BuildContext:
             flags |= self.restrictions  # a bind takes them in its remount (``bind``)
         log.info("mount -t %s %s %s (flags %#x, %s)", fstype or "none", source, target, flags, data)
         try:
-            self.syscalls.mount(source, target, fstype, flags, data)
+            self._syscalls.mount(source, target, fstype, flags, data)
         except OSError as exc:
             hint = _hint(exc, source)
             raise RootFSError(error, f"cannot mount {source} on {target}{hint}", cause=exc) from exc
@@ -201,7 +207,7 @@ class BuildContext:
         no one-page limit and a key may repeat (overlay's ``lowerdir+``, one
         per layer). Where the syscalls object has no ``mount_fs`` (a caller's
         own), falls back to mount(2) with the options joined, if they fit."""
-        new_api = getattr(self.syscalls, "mount_fs", None)
+        new_api = getattr(self._syscalls, "mount_fs", None)
         if new_api is None:
             joined = ",".join(key if value is None else f"{key}={value}" for key, value in options)
             self.mount(fstype, target, fstype, flags=flags, data=joined, error=error)
@@ -225,7 +231,7 @@ class BuildContext:
         appear in the prototype and in every other root; private, nothing
         we mount propagates anywhere, and nothing propagates into a root."""
         try:
-            self.syscalls.mount("", target, "", MS_PRIVATE, "")
+            self._syscalls.mount("", target, "", MS_PRIVATE, "")
         except OSError as exc:
             raise RootFSError(error, f"cannot make the mount on {target} private", cause=exc) from exc
 
@@ -237,13 +243,13 @@ class BuildContext:
             return
         log.info("run %s", " ".join(argv))
         try:
-            self.syscalls.run_mount_program(argv, target)
+            self._syscalls.run_mount_program(argv, target)
         except OSError as exc:
             raise RootFSError(error, f"cannot mount {target} with {argv[0]}", cause=exc) from exc
         self._mounted(target)
         # The daemon is journaled by pid and start time, so remove waits for
         # exactly it (never for an impostor that took its name).
-        daemon = fuse_daemon(target) if self.syscalls.is_mountpoint(target) else None
+        daemon = fuse_daemon(target) if self._syscalls.is_mountpoint(target) else None
         undo = ErrorId.ErrUnmountRoot if os.path.normpath(target) == self.root else ErrorId.ErrUnmountSubdir
         step = Step("daemon", os.path.normpath(target), undo.name, daemon or "")
         if not self._journal(step):  # a replay: the new daemon replaces the one a reboot ended
@@ -270,7 +276,7 @@ class BuildContext:
             if readonly or self.restrictions & ~kept:
                 log.info("remount %s%s", "read-only " if readonly else "", target)
                 flags = MS_REMOUNT | MS_BIND | kept | self.restrictions | (MS_RDONLY if readonly else 0)
-                self.syscalls.mount("", target, "", flags, "")
+                self._syscalls.mount("", target, "", flags, "")
         except OSError as exc:
             raise RootFSError(error, f"cannot remount {target}", cause=exc) from exc
 
@@ -278,11 +284,29 @@ class BuildContext:
         """Give up with an error id; the core undoes what was done."""
         raise RootFSError(error, message)
 
+    def filesystem_of(self, path: str) -> tuple[str, str]:
+        """``(type, mount point)`` of the filesystem holding ``path``, as this
+        mount namespace shows it: read-only, for a backend that decides by
+        where its instance lives (overlay cannot keep an upper on overlay or
+        NFS; aufs not on another union). Raises ``OSError`` or ``ValueError``
+        if ``path`` cannot be looked at."""
+        return mounttable.filesystem_of(path)
+
+    @property
+    def syscalls(self) -> Syscalls:
+        """Deprecated (warns now; gone in rootfs-core 0.3): see ``deprecated_syscalls``."""
+        return deprecated_syscalls(self._syscalls)
+
     def make_instance_dirs(self) -> None:
-        """Create the instance directory and the empty root (called by the core
-        before the backend's hook, so they are journaled like any other step)."""
-        self._make_dir(self.instance_dir, 0o755, None, "dir", ErrorId.ErrCreateTempDir)
-        self._make_dir(self.root, 0o755, None, "dir", ErrorId.ErrCreateMountDir)
+        """Deprecated (warns now; gone in rootfs-core 0.3): the core makes the instance
+        directory and the root before the backend's hook (``make_instance_dirs``
+        of this module); a backend has nothing to call."""
+        warnings.warn(
+            "BuildContext.make_instance_dirs() is deprecated: the core makes the instance directories",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        make_instance_dirs(self)
 
     # internals ---------------------------------------------------------
     def _journal(self, step: Step) -> bool:
@@ -299,7 +323,7 @@ class BuildContext:
     def _mounted_already(self, target: str) -> bool:
         """In a replay, whether ``target`` is mounted still (a replay stopped
         half-way and run again)."""
-        return self._replayed is not None and self.syscalls.is_mountpoint(target)
+        return self._replayed is not None and self._syscalls.is_mountpoint(target)
 
     def _mounted(self, target: str) -> None:
         if self._replayed is not None:
@@ -346,7 +370,7 @@ class BuildContext:
             )
         log.info("mkdir %s", path)
         try:
-            self.syscalls.mkdir(path, mode)
+            self._syscalls.mkdir(path, mode)
         except FileExistsError as exc:
             # Not ours: make sure no undo ever deletes it.
             self._record.steps.remove(step)
@@ -356,8 +380,8 @@ class BuildContext:
             raise RootFSError(error, f"cannot create {path}", cause=exc) from exc
         try:
             if owner is not None:
-                self.syscalls.chown(path, *owner)
-            self.syscalls.chmod(path, mode)  # after chown, which clears set-id bits
+                self._syscalls.chown(path, *owner)
+            self._syscalls.chmod(path, mode)  # after chown, which clears set-id bits
         except OSError as exc:
             raise RootFSError(error, f"cannot set the mode or owner of {path}", cause=exc) from exc
         return path
@@ -398,6 +422,30 @@ def fuse_daemon(target: str) -> str | None:
     return None
 
 
+def make_instance_dirs(ctx: BuildContext) -> None:
+    """Create the instance directory and the empty root: the core's first
+    steps of every generate, before the backend's hook, journaled like any
+    other step."""
+    ctx._make_dir(ctx.instance_dir, 0o755, None, "dir", ErrorId.ErrCreateTempDir)
+    ctx._make_dir(ctx.root, 0o755, None, "dir", ErrorId.ErrCreateMountDir)
+
+
+def deprecated_syscalls(syscalls: Syscalls) -> Syscalls:
+    """What ``ctx.syscalls`` returns, with a warning, until rootfs-core 0.3: the raw
+    kernel calls bypass the journal, so whatever a backend does through them
+    is never undone on failure nor removed with the root. The primitives
+    (``mkdir``, ``scratch_dir``, ``copy_dir``, ``mount``, ``mount_fs``,
+    ``bind``, ``fuse_mount``; ``unmount`` on remove) replace them, and
+    ``filesystem_of`` answers questions about the host."""
+    warnings.warn(
+        "ctx.syscalls is deprecated (it bypasses the journal): use the context's primitives "
+        "and ctx.filesystem_of; see docs/writing-a-backend.md",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return syscalls
+
+
 class RemoveContext:
     """What a backend's optional ``rootfs_remove`` hook sees of an instance."""
 
@@ -407,8 +455,14 @@ class RemoveContext:
         self.root = record.root
         self.instance_dir = os.path.dirname(record.root)
         self.options = record.options
-        self.syscalls = syscalls
+        self._syscalls = syscalls
         self._steps = record.steps
+
+    @property
+    def syscalls(self) -> Syscalls:
+        """Deprecated (warns now; gone in rootfs-core 0.3): ``unmount`` is the
+        journaled way; see ``deprecated_syscalls``."""
+        return deprecated_syscalls(self._syscalls)
 
     def unmount(self, target: str) -> bool:
         """Unmount one of the instance's journaled mounts now, as the core
@@ -421,4 +475,6 @@ class RemoveContext:
         step = next((s for s in reversed(self._steps) if s.path == target and s.op in _MOUNTS), None)
         if step is None:
             return False
-        return teardown.unmount(target, ErrorId[step.undo_error], self.syscalls, fuse=step.op == "fuse-mount")
+        return teardown.unmount(
+            target, ErrorId[step.undo_error], self._syscalls, fuse=step.op == "fuse-mount"
+        )

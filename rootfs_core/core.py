@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from rootfs_core import basedir, log, mounttable, paths, teardown
 from rootfs_core import sweep as sweeping
-from rootfs_core.context import BuildContext, RemoveContext
+from rootfs_core.context import BuildContext, RemoveContext, make_instance_dirs
 from rootfs_core.errors import ErrorId, ImplErrorId, RootFSError
 from rootfs_core.hookspecs import PROBE_PROTOTYPE, Probe
 from rootfs_core.layerstore import LayerStore
@@ -490,7 +490,7 @@ class RootFS:
         with store.claim_new(record) as claim:
             try:
                 ctx = BuildContext(record, self.syscalls, store)
-                ctx.make_instance_dirs()
+                make_instance_dirs(ctx)
                 yield ctx
             except BaseException as exc:
                 # An interrupt is undone like an error, then goes on as an interrupt.

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from rootfs_core import ErrorId, RootFS, RootFSError, teardown
-from rootfs_core.context import BuildContext
+from rootfs_core.context import BuildContext, make_instance_dirs
 from rootfs_core.store import Record, Store
 from rootfs_core.syscalls import UMOUNT_NOFOLLOW, LinuxSyscalls
 from rootfs_core.testing.checks import instance_mounts, mount_options
@@ -92,7 +92,7 @@ def test_mount_options_up_to_one_page_and_no_more(base_dir: str) -> None:
     with store.claim_new(record) as claim:
         fake = FakeMounts()
         ctx = BuildContext(record, fake, store)
-        ctx.make_instance_dirs()
+        make_instance_dirs(ctx)
         ctx.mount("none", ctx.root, "fakefs", data="o" * (page - 1))
         with pytest.raises(RootFSError) as info:
             ctx.mount("none", ctx.root, "fakefs", data="o" * page)

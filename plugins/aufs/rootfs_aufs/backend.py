@@ -17,7 +17,6 @@ import subprocess
 from rootfs_core.context import BuildContext
 from rootfs_core.errors import ErrorId, RootFSError
 from rootfs_core.hookspecs import BackendInfo, Probe, hookimpl
-from rootfs_core.mounttable import filesystem_of
 
 RW = "rw"  # the writable branch, inside the instance
 XINO_DIR = "xino"  # where aufs keeps its (unlinked) inode tables, inside the instance
@@ -81,7 +80,7 @@ def _refuse_union_below(ctx: BuildContext) -> None:
     """The writable branch (and the xino file) will live in the instance
     directory; aufs cannot stack them on another union."""
     try:
-        kind = _UNIONS.get(filesystem_of(ctx.instance_dir)[0])
+        kind = _UNIONS.get(ctx.filesystem_of(ctx.instance_dir)[0])
     except OSError as exc:
         ctx.fail(ErrorId.ErrBackendUnsupported, f"cannot tell the filesystem of {ctx.instance_dir}: {exc}")
     if kind is not None:

@@ -16,6 +16,7 @@ import pytest
 from rootfs_aufs import backend
 
 from rootfs_core import ErrorId, RootFS, RootFSError
+from rootfs_core.mounttable import filesystem_of
 from rootfs_core.syscalls import MS_BIND, MS_PRIVATE, LinuxSyscalls
 from rootfs_core.testing.checks import instance_mounts
 from rootfs_core.testing.faults import FakeMounts
@@ -134,7 +135,7 @@ def test_a_base_directory_on_overlay_is_detected_for_real(
 ) -> None:
     """The real mount table shows the overlay; the verdict explains it, and a
     forced generate stops before making anything."""
-    assert backend.filesystem_of(overlay_base)[0] == "overlay"
+    assert filesystem_of(overlay_base)[0] == "overlay"
     fake = FakeMounts()
     rfs = RootFS(overlay_base, backend="aufs", syscalls=fake)
     verdict = rfs.probe("aufs")
@@ -157,4 +158,4 @@ def test_a_base_directory_on_overlay_is_detected_for_real(
 
 
 def test_a_plain_base_directory_is_not_mistaken_for_a_union(base_dir: str) -> None:
-    assert backend.filesystem_of(base_dir)[0] not in ("overlay", "aufs")
+    assert filesystem_of(base_dir)[0] not in ("overlay", "aufs")

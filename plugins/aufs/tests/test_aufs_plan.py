@@ -7,9 +7,9 @@ from __future__ import annotations
 import os
 
 import pytest
-from rootfs_aufs import backend
 
 from rootfs_core import ErrorId, RootFS, RootFSError
+from rootfs_core.context import BuildContext
 from rootfs_core.hookspecs import BAND_OTHER_UNION
 from rootfs_core.syscalls import MS_BIND, MS_PRIVATE, UMOUNT_NOFOLLOW
 from rootfs_core.testing.checks import tree_checksum
@@ -231,7 +231,7 @@ def test_a_prototype_path_too_long_for_the_options_fails_clearly(
 def test_a_writable_branch_on_a_union_is_refused_with_the_reason(
     base_dir: str, prototype: str, pretend_aufs: None, monkeypatch: pytest.MonkeyPatch, fstype: str, kind: str
 ) -> None:
-    monkeypatch.setattr(backend, "filesystem_of", lambda path: (fstype, "/"))
+    monkeypatch.setattr(BuildContext, "filesystem_of", lambda self, path: (fstype, "/"))
     fake = FakeMounts()
     rfs = RootFS(base_dir, backend="aufs", syscalls=fake)
     (status,) = [s for s in rfs.backends() if s.name == "aufs"]

@@ -17,7 +17,6 @@ import stat
 from rootfs_core.context import BuildContext
 from rootfs_core.errors import ErrorId, RootFSError
 from rootfs_core.hookspecs import PROBE_PROTOTYPE, BackendInfo, Probe, hookimpl
-from rootfs_core.mounttable import filesystem_of as filesystem_of_path
 from rootfs_core.syscalls import MS_RDONLY
 
 PRIORITY = 350  # middle of the kernel-union band: preferred wherever it works
@@ -64,7 +63,7 @@ def rootfs_probe(ctx: BuildContext) -> Probe:
     try:
         mount_overlay(ctx, [ctx.prototype], None)
     except RootFSError as exc:
-        return Probe.no(explain(exc, ctx.instance_dir))
+        return Probe.no(explain(exc, ctx))
     return check_semantics(ctx.root, ctx.prototype)
 
 
@@ -168,7 +167,7 @@ def check_semantics(root: str, lower: str) -> Probe:
     return Probe.ok()
 
 
-def explain(exc: RootFSError, instance_dir: str) -> str:
+def explain(exc: RootFSError, ctx: BuildContext) -> str:
     """Turn a failed overlay mount into the reason a user can act on."""
     cause = exc.cause
     if exc.error_id is not ErrorId.ErrBindMountRoot or not isinstance(cause, OSError) or cause.errno is None:
@@ -186,19 +185,19 @@ def explain(exc: RootFSError, instance_dir: str) -> str:
     elif cause.errno == errno.EINVAL:
         why = (
             f"the kernel refused the layers: either the base directory's filesystem "
-            f"({filesystem_of(instance_dir)}) cannot hold an upper layer (overlay, NFS and other remote "
+            f"({where(ctx)}) cannot hold an upper layer (overlay, NFS and other remote "
             "filesystems cannot; it needs trusted xattrs, whiteouts and d_type), or the kernel predates "
             "redirect_dir, index or xino (Linux 4.17); dmesg says which"
         )
     else:
-        why = f"mounting an overlay with its upper layer on {filesystem_of(instance_dir)} failed"
+        why = f"mounting an overlay with its upper layer on {where(ctx)} failed"
     return f"{why} [{errno.errorcode.get(cause.errno, cause.errno)}] ({exc})"
 
 
-def filesystem_of(path: str) -> str:
-    """``ext4 mounted at /`` for ``path``, for a reason a person reads."""
+def where(ctx: BuildContext) -> str:
+    """``ext4 mounted at /``: where the instance lives, for a reason a person reads."""
     try:
-        fstype, mount_point = filesystem_of_path(path)
+        fstype, mount_point = ctx.filesystem_of(ctx.instance_dir)
     except (OSError, ValueError):
         return "an unknown filesystem"
     return f"{fstype} mounted at {mount_point}"
