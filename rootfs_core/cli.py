@@ -32,8 +32,6 @@ if TYPE_CHECKING:
     from rootfs_core.core import Instance, RootFS
     from rootfs_core.errors import RootFSError
 
-STATES = ("ready", "incomplete", "removing", "unmounted")
-
 
 _START_WALL = time.time()
 
@@ -180,8 +178,14 @@ def _add_list(sub: Any, common: argparse.ArgumentParser) -> None:
     shown = lst.add_mutually_exclusive_group()
     shown.add_argument("--json", action="store_true", help="print a JSON array")
     shown.add_argument("-q", "--quiet", action="store_true", help="print the ids only, one a line")
-    lst.add_argument("--state", choices=STATES, help="only instances in this state")
+    lst.add_argument("--state", choices=_states(), help="only instances in this state")
     lst.add_argument("--prototype", type=nonempty, metavar="DIR", help="only instances of this prototype")
+
+
+def _states() -> list[str]:
+    from rootfs_core.core import State
+
+    return [state.value for state in State]
 
 
 def _add_inspect(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -596,7 +600,7 @@ def _completion_script(shell: str) -> str:
             globals=" ".join(options(parser)),
             valued="|".join(valued),
             cases=cases,
-            states=" ".join(STATES),
+            states=" ".join(_states()),
         )
     cases = "\n".join(f"        {name}) compadd -- {opts} ;;" for name, opts in per_command.items())
     return _ZSH.format(
@@ -604,7 +608,7 @@ def _completion_script(shell: str) -> str:
         globals=" ".join(options(parser)),
         valued="|".join(valued),
         cases=cases,
-        states=" ".join(STATES),
+        states=" ".join(_states()),
     )
 
 

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING
 
 from rootfs_core import log
 from rootfs_core.errors import ErrorId, RootFSError
-from rootfs_core.store import Claim, Record
+from rootfs_core.store import MOUNT_OPS, Claim, Op, Record
 from rootfs_core.syscalls import Syscalls
 
 if TYPE_CHECKING:
@@ -61,7 +61,6 @@ WH_OPQ = ".wh..wh..opq"
 # Backends whose upper may hold aufs-style whiteouts (.wh.NAME): only
 # there is such a name overlay's, not a file someone wrote.
 AUFS_STYLE = frozenset({"fuse-overlayfs", "aufs"})
-_MOUNT_OPS = ("mount", "fuse-mount")
 _RENAME_NOREPLACE = 1
 
 
@@ -134,13 +133,13 @@ def find_writable(record: Record) -> Plan:
     root = record.root
     steps = record.steps
     for index, step in enumerate(steps):
-        if step.op != "tree":
+        if step.op != Op.TREE:
             continue
         target = next(
             (
                 later.path
                 for later in steps[index + 1 :]
-                if later.op in _MOUNT_OPS and _within(later.path, root)
+                if later.op in MOUNT_OPS and _within(later.path, root)
             ),
             None,
         )
@@ -561,9 +560,9 @@ def _layers_on_own_mounts(record: Record) -> str | None:
     """The first of the instance's own mounts (but its root) that a
     writable directory lies below, or None. Commit unmounts every mount
     before it takes the layer, and a tmpfs takes its files with it."""
-    mounts = [s.path for s in record.steps if s.op in ("mount", "fuse-mount") and s.path != record.root]
+    mounts = [s.path for s in record.steps if s.op in MOUNT_OPS and s.path != record.root]
     for step in record.steps:
-        if step.op == "tree":
+        if step.op == Op.TREE:
             for point in mounts:
                 if step.path.startswith(point + "/"):
                     return point
@@ -715,7 +714,7 @@ def _wait_for_daemons(record: Record) -> None:
     from rootfs_core import teardown
 
     for step in record.steps:
-        if step.op != "daemon":
+        if step.op != Op.DAEMON:
             continue
         pid_text, _, start = step.detail.partition(":")
         if not pid_text.isdigit():

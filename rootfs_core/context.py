@@ -16,10 +16,8 @@ from typing import NoReturn
 
 from rootfs_core import log, mounttable, paths, teardown
 from rootfs_core.errors import ErrorId, RootFSError
-from rootfs_core.store import Record, Step, Store
+from rootfs_core.store import MOUNT_OPS, Op, Record, Step, Store
 from rootfs_core.syscalls import MS_BIND, MS_PRIVATE, MS_RDONLY, MS_REMOUNT, Syscalls
-
-_MOUNTS = ("mount", "fuse-mount")
 
 # statvfs's ST_* bits that have the same value as mount(2)'s MS_* flags.
 _KEPT_FLAGS = os.ST_NOSUID | os.ST_NODEV | os.ST_NOEXEC | os.ST_NOATIME | os.ST_NODIRATIME | os.ST_RELATIME
@@ -117,7 +115,7 @@ class BuildContext:
         """Create an empty directory of the instance (with exactly ``mode``, and
         ``owner`` as (uid, gid) if given); removed with rmdir, so it must be
         empty again (or a mount point no longer) by then."""
-        return self._make_dir(self.path(relative), mode, owner, "dir", error)
+        return self._make_dir(self.path(relative), mode, owner, Op.DIR, error)
 
     def scratch_dir(
         self,
@@ -135,12 +133,12 @@ class BuildContext:
         shows them. ``layer`` says it holds what is written in the root (an
         upper layer, not overlay's work directory): ``RootFS.usage`` counts
         those."""
-        return self._make_dir(self.path(relative), mode, owner, "tree", error, "layer" if layer else "")
+        return self._make_dir(self.path(relative), mode, owner, Op.TREE, error, "layer" if layer else "")
 
     def copy_dir(self, source: str, relative: str, *, error: ErrorId = ErrorId.ErrOverlayDir) -> str:
         """A faithful writable copy of directory ``source`` (device nodes
         recreated, owners, modes, times, links and xattrs kept)."""
-        replayed = self._replay_has("tree", self.path(relative))
+        replayed = self._replay_has(Op.TREE, self.path(relative))
         target = self.scratch_dir(relative, error=error, layer=True)
         if replayed:
             return target  # the copy made before, with what was written in it
@@ -179,7 +177,7 @@ class BuildContext:
                 f"the {fstype or 'mount'} options take {size} bytes, more than mount(2)'s one-page "
                 f"limit of {limit}: use a shorter path for the prototype or the base directory",
             )
-        error = self._journal_mount("mount", target, error)
+        error = self._journal_mount(Op.MOUNT, target, error)
         if self._mounted_already(target):
             return
         if not flags & MS_BIND:
@@ -212,7 +210,7 @@ class BuildContext:
             joined = ",".join(key if value is None else f"{key}={value}" for key, value in options)
             self.mount(fstype, target, fstype, flags=flags, data=joined, error=error)
             return
-        error = self._journal_mount("mount", target, error)
+        error = self._journal_mount(Op.MOUNT, target, error)
         if self._mounted_already(target):
             return
         flags |= self.restrictions
@@ -238,7 +236,7 @@ class BuildContext:
     def fuse_mount(self, argv: list[str], target: str, *, error: ErrorId | None = None) -> None:
         """Run a FUSE program that mounts ``target`` (same rules as ``mount``);
         it is unmounted with ``fusermount3 -u``, which works without privilege."""
-        error = self._journal_mount("fuse-mount", target, error)
+        error = self._journal_mount(Op.FUSE_MOUNT, target, error)
         if self._mounted_already(target):
             return
         log.info("run %s", " ".join(argv))
@@ -251,7 +249,7 @@ class BuildContext:
         # exactly it (never for an impostor that took its name).
         daemon = fuse_daemon(target) if self._syscalls.is_mountpoint(target) else None
         undo = ErrorId.ErrUnmountRoot if os.path.normpath(target) == self.root else ErrorId.ErrUnmountSubdir
-        step = Step("daemon", os.path.normpath(target), undo.name, daemon or "")
+        step = Step(Op.DAEMON, os.path.normpath(target), undo, daemon or "")
         if not self._journal(step):  # a replay: the new daemon replaces the one a reboot ended
             for known in self._record.steps:
                 if (known.op, known.path) == (step.op, step.path):
@@ -317,7 +315,7 @@ class BuildContext:
         self._store.append(self._record, step)
         return True
 
-    def _replay_has(self, op: str, path: str) -> bool:
+    def _replay_has(self, op: Op, path: str) -> bool:
         return self._replayed is not None and (op, os.path.normpath(path)) in self._replayed
 
     def _mounted_already(self, target: str) -> bool:
@@ -329,7 +327,7 @@ class BuildContext:
         if self._replayed is not None:
             self.remounted.append(os.path.normpath(target))
 
-    def _journal_mount(self, op: str, target: str, error: ErrorId | None) -> ErrorId:
+    def _journal_mount(self, op: Op, target: str, error: ErrorId | None) -> ErrorId:
         """Check a mount target and journal the mount; return the error id a
         failure to mount is reported with."""
         normal = os.path.normpath(target)
@@ -339,7 +337,7 @@ class BuildContext:
         if not self._no_symlink(target, normal):
             raise RootFSError(ErrorId.ErrPathEscapesRoot, f"mount target {target} goes through a symlink")
         undo = ErrorId.ErrUnmountRoot if is_root else ErrorId.ErrUnmountSubdir
-        self._journal(Step(op, normal, undo.name))
+        self._journal(Step(op, normal, undo))
         if error is not None:
             return error
         return ErrorId.ErrBindMountRoot if is_root else ErrorId.ErrBindMountSubdir
@@ -356,9 +354,9 @@ class BuildContext:
         return paths.symlink_on_the_way(target, base, set()) is None and not os.path.islink(target)
 
     def _make_dir(
-        self, path: str, mode: int, owner: tuple[int, int] | None, op: str, error: ErrorId, detail: str = ""
+        self, path: str, mode: int, owner: tuple[int, int] | None, op: Op, error: ErrorId, detail: str = ""
     ) -> str:
-        step = Step(op, path, ErrorId.ErrRemoveMountDir.name, detail)
+        step = Step(op, path, ErrorId.ErrRemoveMountDir, detail)
         if not self._journal(step):
             if os.path.isdir(path):
                 return path  # made before the replay, kept with its contents
@@ -426,8 +424,8 @@ def make_instance_dirs(ctx: BuildContext) -> None:
     """Create the instance directory and the empty root: the core's first
     steps of every generate, before the backend's hook, journaled like any
     other step."""
-    ctx._make_dir(ctx.instance_dir, 0o755, None, "dir", ErrorId.ErrCreateTempDir)
-    ctx._make_dir(ctx.root, 0o755, None, "dir", ErrorId.ErrCreateMountDir)
+    ctx._make_dir(ctx.instance_dir, 0o755, None, Op.DIR, ErrorId.ErrCreateTempDir)
+    ctx._make_dir(ctx.root, 0o755, None, Op.DIR, ErrorId.ErrCreateMountDir)
 
 
 def deprecated_syscalls(syscalls: Syscalls) -> Syscalls:
@@ -472,9 +470,7 @@ class RemoveContext:
         finds it unmounted. A mount the journal does not name (a generate
         that failed before it) was never made: nothing to do."""
         target = os.path.normpath(target)
-        step = next((s for s in reversed(self._steps) if s.path == target and s.op in _MOUNTS), None)
+        step = next((s for s in reversed(self._steps) if s.path == target and s.op in MOUNT_OPS), None)
         if step is None:
             return False
-        return teardown.unmount(
-            target, ErrorId[step.undo_error], self._syscalls, fuse=step.op == "fuse-mount"
-        )
+        return teardown.unmount(target, step.undo_error, self._syscalls, fuse=step.op == Op.FUSE_MOUNT)

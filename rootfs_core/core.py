@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
 import os
 import stat
 import time
@@ -33,7 +34,7 @@ from rootfs_core.hookspecs import PROBE_PROTOTYPE, Probe
 from rootfs_core.layerstore import LayerStore
 from rootfs_core.registry import Registry
 from rootfs_core.selection import ProbeCache, Prober, choose, default_options, forced_backend
-from rootfs_core.store import Claim, Record, Store, is_instance_id
+from rootfs_core.store import Claim, Op, Record, Store, is_instance_id
 from rootfs_core.sweep import GcReport
 from rootfs_core.syscalls import LinuxSyscalls, ProgressCallback, Syscalls
 from rootfs_core.usage import Usage, measure
@@ -41,6 +42,17 @@ from rootfs_core.usage import Usage, measure
 if TYPE_CHECKING:
     from rootfs_core.commit import CommitResult
     from rootfs_core.layerstore import Layer
+
+
+class State(enum.StrEnum):
+    """An instance's state, as ``list`` shows it (the values are its words)."""
+
+    READY = "ready"
+    INCOMPLETE = "incomplete"  # being made, or a generate crashed
+    # its removal began (and copies of its mounts in other namespaces may
+    # keep its data until they go)
+    REMOVING = "removing"
+    UNMOUNTED = "unmounted"  # ready, but its mounts are gone (a reboot): remove still works
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,11 +63,7 @@ class Instance:
     root: str
     backend: str
     prototype: str
-    # "ready"; "incomplete" while being made, or after a generate crashed;
-    # "removing" once its removal began (and while copies of its mounts in
-    # other namespaces keep its data); "unmounted" when ready but its mounts
-    # are gone (after a reboot: ``remove`` still works)
-    state: str
+    state: State
     created: float
     options: dict[str, str]
     layers: list[str] = dataclasses.field(default_factory=list)  # bottom first
@@ -226,12 +234,12 @@ class RootFS:
             except RootFSError as exc:
                 log.warning("%s (`rootfs remove %s` takes it apart)", exc, instance_id)
                 root = self._store.root_of(instance_id)
-                found.append(Instance(instance_id, root, "", "", "incomplete", 0.0, {}))
+                found.append(Instance(instance_id, root, "", "", State.INCOMPLETE, 0.0, {}))
                 continue
             if record is None:
                 continue  # removed meanwhile
             described = self._describe(record)
-            if described.state in ("ready", "unmounted") and not os.path.lexists(
+            if described.state in (State.READY, State.UNMOUNTED) and not os.path.lexists(
                 self._store.record_path(instance_id)
             ):
                 continue  # finished and removed between the record's read and the marker's look
@@ -240,23 +248,23 @@ class RootFS:
 
     def _describe(self, record: Record) -> Instance:
         if record.removing:
-            state = "removing"
+            state = State.REMOVING
         elif self._store.is_incomplete(record.id):
-            state = "incomplete"
+            state = State.INCOMPLETE
         else:
             try:
-                state = "ready" if self.syscalls.is_mountpoint(record.root) else "unmounted"
+                state = State.READY if self.syscalls.is_mountpoint(record.root) else State.UNMOUNTED
             except OSError:
-                state = "unmounted"
-            if state == "unmounted":
+                state = State.UNMOUNTED
+            if state == State.UNMOUNTED:
                 # A remove may have claimed and unmounted it since the marker
                 # was looked at: "unmounted" is only for mounts gone by
                 # themselves (a reboot), so look again.
                 fresh = self._store.read(record.id)
                 if fresh is not None and fresh.removing:
-                    state = "removing"
+                    state = State.REMOVING
                 elif self._store.is_incomplete(record.id):
-                    state = "incomplete"
+                    state = State.INCOMPLETE
         return Instance(
             record.id,
             record.root,
@@ -281,7 +289,7 @@ class RootFS:
             raise RootFSError(ErrorId.ErrNoSuchRoot, f"no instance {text!r} in {self.base_dir}")
         if record.read_only:
             return Usage(record.id, 0, 0)  # a view has no writable layer
-        trees = [step for step in record.steps if step.op == "tree"]
+        trees = [step for step in record.steps if step.op == Op.TREE]
         layers = [step.path for step in trees if step.detail == "layer"] or [
             step.path for step in trees if os.path.basename(step.path) != "work"
         ]
@@ -313,9 +321,9 @@ class RootFS:
         if record is None:
             raise RootFSError(ErrorId.ErrNoSuchRoot, f"no instance {text!r} in {self.base_dir}")
         state = self._describe(record).state
-        if state == "ready":
+        if state == State.READY:
             return record.root
-        if state != "unmounted":
+        if state != State.UNMOUNTED:
             raise RootFSError(
                 ErrorId.ErrRootBusy, f"{record.root} is {state}: only an unmounted one is mounted again"
             )

@@ -32,6 +32,7 @@ nothing done to them.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import errno
 import fcntl
 import json
@@ -49,7 +50,21 @@ ROOT_NAME = "root"
 _ID = re.compile(r"[0-9a-f]{12}")
 # The ops a journal may hold (see ``Step``); anything else is a damaged or
 # planted record.
-STEP_OPS = ("dir", "tree", "mount", "fuse-mount", "daemon")
+
+
+class Op(enum.StrEnum):
+    """The kinds of journal step (see ``Step``), written to records as
+    their values."""
+
+    DIR = "dir"
+    TREE = "tree"
+    MOUNT = "mount"
+    FUSE_MOUNT = "fuse-mount"
+    DAEMON = "daemon"
+
+
+MOUNT_OPS = (Op.MOUNT, Op.FUSE_MOUNT)
+_OPS = {op.value: op for op in Op}
 _REMOVING = {"removing": True}  # the journal line that says a removal began
 # The journal lines of a commit: begun (the instance's data is being made a
 # layer: a sweep keeps the instance), then published (the layer is whole: a
@@ -73,19 +88,19 @@ class Step:
     (undo: fusermount3 -u and confirm) or ``daemon`` (the FUSE daemon
     serving the mount at ``path``, ``detail`` being ``"PID:START"``, its pid
     and start time; undo: wait for exactly that process to exit once
-    unmounted). ``undo_error`` names the error id reported if undoing it
+    unmounted). ``undo_error`` is the error id reported if undoing it
     fails. Records written before ``detail`` existed have three fields.
     """
 
-    op: str
+    op: Op
     path: str
-    undo_error: str
+    undo_error: ErrorId
     detail: str = ""
 
     def row(self) -> tuple[str, str, str, str]:
         """Its journal line's fields (``dataclasses.astuple`` would deep-copy
         each one, on every step of every generate)."""
-        return (self.op, self.path, self.undo_error, self.detail)
+        return (self.op.value, self.path, self.undo_error.name, self.detail)
 
 
 @dataclasses.dataclass
@@ -214,9 +229,9 @@ def _parse(lines: list[str], instance_id: str, instance_dir: str) -> Record:
             or not all(isinstance(field, str) for field in item)
         ):
             raise ValueError(f"line {number} is not a step")
-        step = Step(*item)
-        if step.op not in STEP_OPS or step.undo_error not in ErrorId.__members__:
+        if item[0] not in _OPS or item[2] not in ErrorId.__members__:
             raise ValueError(f"line {number} names an unknown step or error id")
+        step = Step(_OPS[item[0]], item[1], ErrorId[item[2]], *item[3:])
         if not _within(step.path, instance_dir) or os.path.normpath(step.path) != step.path:
             raise ValueError(f"line {number} names {step.path!r}, outside the instance")
         record.steps.append(step)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from rootfs_core import log, mounttable, paths, teardown
 from rootfs_core.errors import ErrorId, RootFSError
 from rootfs_core.layerstore import LayerStore
-from rootfs_core.store import Claim, Step, is_instance_id
+from rootfs_core.store import MOUNT_OPS, Claim, Op, Step, is_instance_id
 
 if TYPE_CHECKING:
     from rootfs_core.core import RootFS
@@ -110,7 +110,7 @@ def _without_record(rfs: RootFS, instance_dir: str, mounted: list[str], report: 
     Only what was really there is reported: a remove finishing meanwhile
     may have taken it away."""
     points = [p for p in mounted if paths.is_within(p, instance_dir)]
-    steps = [Step("mount", p, ErrorId.ErrUnmountSubdir.name) for p in points]
+    steps = [Step(Op.MOUNT, p, ErrorId.ErrUnmountSubdir) for p in points]
     signature = teardown.signature(instance_dir, steps, "", rfs.syscalls)
     before = teardown.refuse_if_busy(steps, signature, rfs.syscalls)
     for point in reversed(points):
@@ -159,7 +159,7 @@ def _sweep_one(rfs: RootFS, instance_id: str, claim: Claim) -> bool:
         return take_apart_damaged(rfs, instance_id, claim)
     if record is not None and record.remounting:
         # A mount again that was killed: undo its mounts, keep the data.
-        steps = [step for step in record.steps if step.op in ("mount", "fuse-mount")]
+        steps = [step for step in record.steps if step.op in MOUNT_OPS]
         teardown.unmount_all(steps, rfs.syscalls)
         record.remounting = False
         store.write(record)

@@ -33,15 +33,12 @@ import time
 
 from rootfs_core import log, mounttable, namespaces, paths
 from rootfs_core.errors import ErrorId, RootFSError
-from rootfs_core.store import Step
+from rootfs_core.store import MOUNT_OPS, Op, Step
 from rootfs_core.syscalls import UMOUNT_NOFOLLOW, Syscalls
 
 UNMOUNT_TRIES = 5
 UNMOUNT_FIRST_WAIT = 0.05  # seconds, doubled after each EBUSY
 DAEMON_EXIT_TIMEOUT = 5.0  # seconds a FUSE daemon may take to exit once unmounted
-
-
-_MOUNT_OPS = ("mount", "fuse-mount")
 
 
 def check(steps: list[Step], instance_dir: str) -> None:
@@ -66,13 +63,13 @@ def check(steps: list[Step], instance_dir: str) -> None:
                 f"the journal's path {step.path} goes through the symlink {link}: refusing to follow it; "
                 "nothing was touched",
             )
-        if step.op not in ("dir", "tree"):
+        if step.op not in (Op.DIR, Op.TREE):
             continue
         if os.path.islink(step.path):
-            raise RootFSError(ErrorId[step.undo_error], f"{step.path} is a symlink: refusing to delete it")
+            raise RootFSError(step.undo_error, f"{step.path} is a symlink: refusing to delete it")
         checked.add(step.path)
         for earlier in steps[:index]:
-            if earlier.op in _MOUNT_OPS and paths.is_within(earlier.path, step.path):
+            if earlier.op in MOUNT_OPS and paths.is_within(earlier.path, step.path):
                 raise RootFSError(
                     ErrorId.ErrRecord,
                     f"the journal is inconsistent: {step.path} would be deleted after {earlier.path} "
@@ -86,7 +83,7 @@ def refuse_if_busy(
     """Fail before touching anything if a process uses one of the mounts,
     in this mount namespace or in any other (through a copy of it); return
     the copies found in other namespaces."""
-    mounts = [step for step in steps if step.op in _MOUNT_OPS]
+    mounts = [step for step in steps if step.op in MOUNT_OPS]
     if not mounts:
         return namespaces.Copies({}, True)
     _refuse_if_busy_here(mounts, syscalls)
@@ -112,7 +109,7 @@ def signature(
     device numbers of the mounted filesystems that only it has (not a bind
     of the prototype or of the base directory's filesystem), and the unique
     id of its oldest mount, than which every copy is newer."""
-    targets = sorted({step.path for step in steps if step.op in _MOUNT_OPS} | {instance_dir + "/root"})
+    targets = sorted({step.path for step in steps if step.op in MOUNT_OPS} | {instance_dir + "/root"})
     shared = set()
     for path in (instance_dir, prototype):
         try:
@@ -140,8 +137,8 @@ def signature(
 def unmount_all(steps: list[Step], syscalls: Syscalls) -> None:
     """Unmount every journaled mount, last first, dropping each from
     ``steps`` once it is gone."""
-    for step in reversed([step for step in steps if step.op in _MOUNT_OPS]):
-        unmount(step.path, ErrorId[step.undo_error], syscalls, fuse=step.op == "fuse-mount")
+    for step in reversed([step for step in steps if step.op in MOUNT_OPS]):
+        unmount(step.path, step.undo_error, syscalls, fuse=step.op == Op.FUSE_MOUNT)
         steps.remove(step)
 
 
@@ -178,7 +175,7 @@ def undo(steps: list[Step], instance_dir: str, syscalls: Syscalls) -> None:
     """All of it at once, for an instance nobody can have seen yet (a failed
     generate): check, unmount, delete."""
     check(steps, instance_dir)
-    _refuse_if_busy_here([step for step in steps if step.op in _MOUNT_OPS], syscalls)
+    _refuse_if_busy_here([step for step in steps if step.op in MOUNT_OPS], syscalls)
     unmount_all(steps, syscalls)
     delete_all(steps, syscalls)
 
@@ -193,7 +190,7 @@ def _refuse_if_busy_here(mounts: list[Step], syscalls: Syscalls) -> None:
     below it (only then: both read the whole of /proc).
     """
     for step in reversed(mounts):  # innermost first: the most precise answer
-        if step.op != "mount":
+        if step.op != Op.MOUNT:
             continue  # FUSE: only fusermount3 can tell, when unmounting
         covered = any(other is not step and paths.is_within(other.path, step.path) for other in mounts)
         if not covered:
@@ -220,8 +217,8 @@ def _busy_message(target: str) -> str:
 
 
 def _undo_step(step: Step, syscalls: Syscalls) -> None:
-    error = ErrorId[step.undo_error]
-    if step.op == "dir":
+    error = step.undo_error
+    if step.op == Op.DIR:
         log.info("rmdir %s", step.path)
         try:
             syscalls.rmdir(step.path)
@@ -229,7 +226,7 @@ def _undo_step(step: Step, syscalls: Syscalls) -> None:
             pass
         except OSError as exc:
             raise RootFSError(error, f"cannot remove directory {step.path}", cause=exc) from exc
-    elif step.op == "tree":
+    elif step.op == Op.TREE:
         if not os.path.lexists(step.path):
             return
         log.info("delete tree %s", step.path)
@@ -237,7 +234,7 @@ def _undo_step(step: Step, syscalls: Syscalls) -> None:
             syscalls.remove_tree(step.path)
         except OSError as exc:
             raise RootFSError(error, f"cannot delete {step.path}", cause=exc) from exc
-    elif step.op == "daemon":
+    elif step.op == Op.DAEMON:
         _wait_for_exit(step, error)
     else:
         raise RootFSError(ErrorId.ErrRecord, f"unknown step {step.op!r} in the journal")

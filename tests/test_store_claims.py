@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from rootfs_core import GcReport, RootFS
+from rootfs_core import ErrorId, GcReport, RootFS
 from rootfs_core.registry import Registry
-from rootfs_core.store import Record, Step, Store
+from rootfs_core.store import Op, Record, Step, Store
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def test_a_new_record_is_its_own_marker_and_stays_once_finished(base_dir: str) -
     with store.claim_new(record) as claim:
         marker, path = _marker(store, instance_id), store.record_path(instance_id)
         assert _same_file(marker, path)
-        store.append(record, Step("dir", store.instance_dir(instance_id), "ErrCreateTempDir"))
+        store.append(record, Step(Op.DIR, store.instance_dir(instance_id), ErrorId.ErrCreateTempDir))
         assert store.read(instance_id) == record
         assert Store(base_dir).read(instance_id) == record  # by its name, as any other reader
         claim.finish()

@@ -16,7 +16,7 @@ import pytest
 from integration_support import assert_cli_error, assert_works, run_cli, text
 
 from rootfs_core import ErrorId, RootFS, RootFSError
-from rootfs_core.store import Step, Store
+from rootfs_core.store import Op, Step, Store
 from rootfs_core.syscalls import MS_BIND, UMOUNT_NOFOLLOW, LinuxSyscalls
 from rootfs_core.testing.checks import instance_mounts, mount_points, mounts_below, tree_checksum
 from rootfs_core.testing.faults import FaultySyscalls
@@ -144,18 +144,18 @@ def _hostile_steps(prototype: str, root: str) -> dict[str, tuple[Step, ErrorId |
     instance_dir = os.path.dirname(root)
     escape = os.path.join(instance_dir, "..", "..", os.path.relpath(prototype, "/"))
     link = os.path.join(instance_dir, "evil")
-    undo = ErrorId.ErrRemoveMountDir.name
+    undo = ErrorId.ErrRemoveMountDir
     steps = {
-        "tree of the prototype": (Step("tree", prototype, undo), None),
-        "tree of a path climbing out": (Step("tree", escape, undo), None),
-        "tree of /etc": (Step("tree", "/etc", undo), None),
-        "tree of the mounted root": (Step("tree", root, undo), ErrorId.ErrRecord),
+        "tree of the prototype": (Step(Op.TREE, prototype, undo), None),
+        "tree of a path climbing out": (Step(Op.TREE, escape, undo), None),
+        "tree of /etc": (Step(Op.TREE, "/etc", undo), None),
+        "tree of the mounted root": (Step(Op.TREE, root, undo), ErrorId.ErrRecord),
         "tree below a symlink to the prototype": (
-            Step("tree", os.path.join(link, "etc"), undo),
+            Step(Op.TREE, os.path.join(link, "etc"), undo),
             ErrorId.ErrRecord,
         ),
-        "tree of a symlink to the prototype": (Step("tree", link, undo), ErrorId.ErrRemoveMountDir),
-        "dir that is a symlink to the prototype": (Step("dir", link, undo), ErrorId.ErrRemoveMountDir),
+        "tree of a symlink to the prototype": (Step(Op.TREE, link, undo), ErrorId.ErrRemoveMountDir),
+        "dir that is a symlink to the prototype": (Step(Op.DIR, link, undo), ErrorId.ErrRemoveMountDir),
     }
     assert tuple(steps) == _HOSTILE
     return steps
