@@ -40,11 +40,11 @@ import threading
 import time
 import uuid
 from collections.abc import Collection, Iterator
-from pathlib import Path
 from typing import Any
 
 from rootfs_core.mounttable import mount_points
 from rootfs_core.syscalls import MS_PRIVATE, MS_REC, MS_SHARED, UMOUNT_NOFOLLOW, LinuxSyscalls
+from rootfs_core.testing.runc import write_bundle
 
 __all__ = [
     "HOLDS",
@@ -399,23 +399,6 @@ def watcher() -> Iterator[Neighbour]:
         neighbour.stop()
 
 
-def _bundle_config(bundle: str, root: str, args: list[str]) -> None:
-    """``runc spec``, adapted to this host (as in the overlayfs backend's
-    runc test): a writable root, no terminal, and neither cgroup limits nor a
-    cgroup namespace or mount (the host's cgroups are hybrid, which those
-    need to be unified)."""
-    subprocess.run(["runc", "spec"], cwd=bundle, check=True, capture_output=True)
-    config = Path(bundle) / "config.json"
-    spec: dict[str, Any] = json.loads(config.read_text())
-    spec["root"] = {"path": root, "readonly": False}
-    spec["process"]["terminal"] = False
-    spec["process"]["args"] = args
-    spec["linux"].pop("resources", None)
-    spec["linux"]["namespaces"] = [ns for ns in spec["linux"]["namespaces"] if ns["type"] != "cgroup"]
-    spec["mounts"] = [m for m in spec["mounts"] if m["type"] != "cgroup"]
-    config.write_text(json.dumps(spec))
-
-
 def _runc_state(name: str) -> dict[str, Any] | None:
     proc = subprocess.run(["runc", "state", name], capture_output=True, check=False, timeout=60)
     if proc.returncode != 0:
@@ -440,7 +423,7 @@ def runc_container(
 
     if shutil.which("runc") is None:
         pytest.skip("runc is not installed (apt-get install runc)")
-    _bundle_config(bundle_dir, root, list(args))
+    write_bundle(bundle_dir, root, list(args))
     name = f"rootfs-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         run = subprocess.run(
