@@ -398,24 +398,6 @@ def _cmd_list(args: argparse.Namespace) -> None:
     emit(args, [_instance_json(i) for i in instances], _table(header, rows) if rows else "")
 
 
-def _mount_table() -> dict[str, str]:
-    """Mount point -> filesystem type, as this mount namespace shows them
-    (the last mount on a point is the one seen)."""
-    import re
-
-    found: dict[str, str] = {}
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as fh:
-            for line in fh:
-                fields = line.split()
-                dash = fields.index("-")
-                point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
-                found[point] = fields[dash + 1]
-    except (OSError, ValueError, IndexError):
-        pass
-    return found
-
-
 def _cmd_inspect(args: argparse.Namespace) -> None:
     """The instance as ``list`` shows it, and what only its record knows:
     the mounts it consists of (from its journal), each with whether it is
@@ -432,7 +414,12 @@ def _cmd_inspect(args: argparse.Namespace) -> None:
             ErrorId.ErrNoSuchRoot,
             f"no instance {args.root!r} in {rfs.base_dir} (never generated, or removed already)",
         )
-    table = _mount_table()
+    from rootfs_core.mounttable import filesystems
+
+    try:
+        table = filesystems()
+    except OSError:
+        table = {}
     daemons = {step.path: step.detail for step in record.steps if step.op == "daemon"}
     mounts: list[dict[str, Any]] = []
     for step in record.steps:

@@ -22,6 +22,17 @@ def mount_points() -> list[str]:
     return points
 
 
+def filesystems() -> dict[str, str]:
+    """Mount point -> filesystem type, as this mount namespace shows them
+    (the last mount on a point is the one seen there)."""
+    found = {}
+    with open("/proc/self/mountinfo", "rb") as fh:
+        for line in fh:
+            fields = line.split()
+            found[os.fsdecode(_unescape(fields[4]))] = os.fsdecode(fields[fields.index(b"-") + 1])
+    return found
+
+
 def mounts_below(path: str) -> list[str]:
     """Mount points at or below ``path``, in mount order."""
     prefix = path.rstrip("/") + "/"
