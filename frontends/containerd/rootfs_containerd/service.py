@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
 
 from rootfs_core import ErrorId, RootFS, RootFSError
 from rootfs_core.layerstore import LayerStore
@@ -49,6 +50,9 @@ from rootfs_containerd.metadata import (
     Removal,
     Row,
 )
+
+if TYPE_CHECKING:
+    from rootfs_core.commit import CommitResult
 
 log = logging.getLogger("rootfs_containerd")
 
@@ -220,9 +224,9 @@ class Snapshotter:
             result = self.rfs.commit(root)
         finally:
             shutil.rmtree(holder, ignore_errors=True)
-        assert result.id is not None
-        log.info("made the empty layer %s", result.id)
-        return result.id
+        layer = _stored_id(result)
+        log.info("made the empty layer %s", layer)
+        return layer
 
     # -------------------------------------------------------------- removals
     def _remove_in_background(self) -> None:
@@ -497,13 +501,13 @@ class Snapshotter:
                 if isinstance(exc, RootFSError):
                     raise _from_core(exc, f"cannot commit {key!r}") from exc
                 raise
-            assert result.id is not None
+            layer = _stored_id(result)
             with self.db.transaction():
                 self.db.delete(key)
                 self.db.update(
                     name,
                     state=READY,
-                    layer=result.id,
+                    layer=layer,
                     bytes=result.bytes,
                     inodes=result.inodes,
                     updated=time.time(),
@@ -623,3 +627,11 @@ def _check_labels(labels: Mapping[str, str]) -> None:
             raise SnapshotError(Code.INVALID_ARGUMENT, "a label with an empty name")
         if len(name.encode()) + len(value.encode()) > MAX_LABEL_PAIR:
             raise SnapshotError(Code.INVALID_ARGUMENT, f"label {name!r} exceeds {MAX_LABEL_PAIR} bytes")
+
+
+def _stored_id(result: CommitResult) -> str:
+    """The layer-store id of a commit into the store, which always has one
+    (a real check: an ``assert`` would vanish under ``python -O``)."""
+    if result.id is None:
+        raise RootFSError(ErrorId.ErrCommit, f"a commit into the layer store gave no id ({result.layer})")
+    return result.id
