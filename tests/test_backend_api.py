@@ -6,6 +6,7 @@ use none of them, nor the core's internal mount table."""
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
 from collections.abc import Iterator
 
@@ -19,21 +20,30 @@ from rootfs_core.testing.faults import FakeMounts
 PLUGINS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "plugins")
 
 
-@pytest.fixture
-def ctx(base_dir: str) -> Iterator[BuildContext]:
-    """A journaled instance on simulated mounts, taken apart afterwards."""
+@contextlib.contextmanager
+def _claimed_context(base_dir: str) -> Iterator[BuildContext]:
+    """A claimed instance's context on simulated mounts, with nothing made
+    yet; whatever its journal then holds is undone afterwards, and the base
+    directory must be left as it was."""
     store = Store(base_dir)
     instance_id = store.new_id()
     record = Record(instance_id, "none", "/", store.root_of(instance_id), 0.0, {})
     fake = FakeMounts()
     with store.claim_new(record) as claim:
         built = BuildContext(record, fake, store)
-        make_instance_dirs(built)
         yield built
         teardown.undo(record.steps, built.instance_dir, fake)
         store.delete(instance_id)
         claim.finish()
     assert os.listdir(base_dir) == [".rootfs"]
+
+
+@pytest.fixture
+def ctx(base_dir: str) -> Iterator[BuildContext]:
+    """A journaled instance on simulated mounts, its directories made."""
+    with _claimed_context(base_dir) as built:
+        make_instance_dirs(built)
+        yield built
 
 
 def test_filesystem_of_answers_as_the_mount_table_does(ctx: BuildContext, base_dir: str) -> None:
@@ -52,20 +62,11 @@ def test_the_raw_syscalls_still_work_but_warn(ctx: BuildContext) -> None:
 
 
 def test_making_the_instance_dirs_is_the_cores_job(base_dir: str) -> None:
-    store = Store(base_dir)
-    instance_id = store.new_id()
-    record = Record(instance_id, "none", "/", store.root_of(instance_id), 0.0, {})
-    fake = FakeMounts()
-    with store.claim_new(record) as claim:
-        built = BuildContext(record, fake, store)
+    with _claimed_context(base_dir) as built:
         with pytest.warns(DeprecationWarning, match="the core makes"):
             built.make_instance_dirs()
         assert os.path.isdir(built.root)  # still made, and journaled
-        assert [step.op for step in record.steps] == ["dir", "dir"]
-        teardown.undo(record.steps, built.instance_dir, fake)
-        store.delete(instance_id)
-        claim.finish()
-    assert os.listdir(base_dir) == [".rootfs"]
+        assert [step.op for step in built._record.steps] == ["dir", "dir"]
 
 
 def _backend_sources() -> list[str]:
