@@ -119,9 +119,10 @@ class Metadata:
         self._lock = threading.RLock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._depth = 0
+        self._durable = False  # the transaction under way flushes at its commit
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
@@ -137,11 +138,25 @@ class Metadata:
             yield self
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[Metadata]:
-        """Everything in the block at once, or nothing (the lock held throughout)."""
+    def transaction(self, *, durable: bool = False) -> Iterator[Metadata]:
+        """Everything in the block at once, or nothing (the lock held throughout).
+
+        Every transaction survives a kill of the process once it returns
+        (WAL, ``synchronous=NORMAL``); a ``durable`` one also survives a power
+        loss (the log is flushed to the disk before it returns, with all
+        before it). Only what containerd cannot make again needs that: a
+        committed snapshot (an image layer). A lost prepare or remove is
+        reconciled like a kill's (the core's records are not flushed either),
+        and containerd's collector repeats a Remove it finds undone.
+        """
         with self._lock:
             outer = self._depth == 0
+            if not outer and durable and not self._durable:
+                raise ValueError("a durable transaction cannot be nested in one that is not")
             if outer:
+                if durable:
+                    self._db.execute("PRAGMA synchronous=FULL")
+                self._durable = durable
                 self._db.execute("BEGIN IMMEDIATE")
             self._depth += 1
             try:
@@ -150,16 +165,29 @@ class Metadata:
                 self._depth -= 1
                 if outer:
                     self._db.execute("ROLLBACK")
+                    self._relax()
                 raise
             self._depth -= 1
             if outer:
-                self._db.execute("COMMIT")
+                try:
+                    self._db.execute("COMMIT")
+                finally:
+                    self._relax()
+
+    def _relax(self) -> None:
+        if self._durable:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._durable = False
 
     # ------------------------------------------------------------------ reads
     def get(self, key: str) -> Row | None:
         with self._lock:
             found = self._db.execute(f"SELECT {_COLUMNS} FROM snapshots WHERE key = ?", (key,)).fetchone()
         return None if found is None else _row(found)
+
+    def exists(self, key: str) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM snapshots WHERE key = ?", (key,)).fetchone() is not None
 
     def visible(self, key: str) -> Row | None:
         row = self.get(key)

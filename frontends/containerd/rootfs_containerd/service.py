@@ -406,7 +406,7 @@ class Snapshotter:
         with self._gate.shared():
             now = time.time()
             with self.db.locked():
-                if self.db.get(key) is not None or key in self._creating:
+                if self.db.exists(key) or key in self._creating:
                     raise SnapshotError(Code.ALREADY_EXISTS, f"snapshot {key!r} already exists")
                 layers: list[str] = []
                 if parent:
@@ -430,13 +430,13 @@ class Snapshotter:
                     root = self.rfs.generate(*stack, read_only=read_only)
                 except RootFSError as exc:
                     raise _from_core(exc, f"cannot make snapshot {key!r}") from exc
-                # Killed before this transaction, the instance is one no row
-                # explains: the reconciliation at start-up deletes it.
+                # One statement, so a transaction of its own. Killed before
+                # it, the instance is one no row explains: the reconciliation
+                # at start-up deletes it.
                 instance = os.path.basename(os.path.dirname(root))  # roots are <base>/<id>/root
-                with self.db.transaction():
-                    self.db.insert(
-                        Row(key, kind, parent or None, READY, instance, None, 0, 0, now, now, dict(labels))
-                    )
+                self.db.insert(
+                    Row(key, kind, parent or None, READY, instance, None, 0, 0, now, now, dict(labels))
+                )
             finally:
                 with self.db.locked():
                     del self._creating[key]
@@ -485,7 +485,7 @@ class Snapshotter:
                     raise SnapshotError(
                         Code.FAILED_PRECONDITION, f"snapshot {key!r} is {row.kind} ({row.state}), not active"
                     )
-                if self.db.get(name) is not None or name in self._creating:
+                if self.db.exists(name) or name in self._creating:
                     raise SnapshotError(Code.ALREADY_EXISTS, f"snapshot {name!r} already exists")
                 self.db.update(key, state=COMMITTING)
                 self.db.insert(
@@ -502,7 +502,7 @@ class Snapshotter:
                     raise _from_core(exc, f"cannot commit {key!r}") from exc
                 raise
             layer = _stored_id(result)
-            with self.db.transaction():
+            with self.db.transaction(durable=True):  # an image layer: what containerd cannot make again
                 self.db.delete(key)
                 self.db.update(
                     name,
