@@ -78,6 +78,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default=None, help="force a backend (else the best that stacks layers)")
     parser.add_argument("--workers", type=int, default=16, help="requests served at once (default 16)")
     parser.add_argument(
+        "--spares",
+        type=int,
+        default=4,
+        metavar="N",
+        help="layer stacks (images) that keep a writable root made ahead for the next Prepare, "
+        "once prepared twice (default 4; 0: none)",
+    )
+    parser.add_argument(
+        "--spare-idle",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="a stack's spare root is removed after this long without a Prepare over it (default 60)",
+    )
+    parser.add_argument(
         "-v",
         "--verbose",
         action="count",
@@ -92,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     ):
         if value == "":
             parser.error(f"{name} is empty")
+    if args.spares < 0 or args.spare_idle <= 0:
+        parser.error("--spares must be 0 or more and --spare-idle more than 0")
     logging.basicConfig(
         stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING
     )
@@ -110,7 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        snapshotter = Snapshotter(args.base_dir, args.backend)
+        snapshotter = Snapshotter(
+            args.base_dir,
+            args.backend,
+            spares=args.spares,
+            spare_idle=args.spare_idle,
+        )
     except (RuntimeError, OSError) as exc:
         print(f"rootfs-snapshotter: {exc}", file=sys.stderr)
         return 1

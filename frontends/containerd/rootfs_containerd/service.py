@@ -5,7 +5,8 @@ over ``rootfs_core.RootFS``.
   empty layer, the layers of its committed ancestors; a view (View) is the
   same made read-only; a committed snapshot (Commit) is a layer in the base
   directory's layer store, made by ``RootFS.commit`` of the active one;
-- the mounts handed out are one bind of the instance's mounted root;
+- the mounts handed out are one bind of the instance's mounted root, which
+  a Prepare over a stack used before may find made ahead (``spares``);
 - keys, parents, kinds, labels and times live in SQLite (``metadata``).
 
 Slow work (a generate, a commit) never runs under the metadata lock: a
@@ -50,6 +51,7 @@ from rootfs_containerd.metadata import (
     Removal,
     Row,
 )
+from rootfs_containerd.spares import Spares, Stack
 
 if TYPE_CHECKING:
     from rootfs_core.commit import CommitResult
@@ -156,7 +158,17 @@ class Snapshotter:
     """containerd's snapshotter operations over one rootfs base directory
     (which it owns: instances and layers no snapshot explains are deleted)."""
 
-    def __init__(self, base_dir: str, backend: str | None = None) -> None:
+    def __init__(
+        self,
+        base_dir: str,
+        backend: str | None = None,
+        *,
+        spares: int = 0,
+        spare_idle: float = 60.0,
+    ) -> None:
+        """``spares``: how many layer stacks keep a writable root made ahead
+        (none unless asked: each is an idle mount; the server asks), each for
+        ``spare_idle`` seconds after its last Prepare."""
         os.makedirs(base_dir, mode=0o700, exist_ok=True)
         self.base_dir = os.path.realpath(base_dir)
         self.backend = choose_backend(self.base_dir, backend)
@@ -187,12 +199,20 @@ class Snapshotter:
             self.db.set_meta(EMPTY_LAYER, empty)
         self.empty_layer = empty
         log.info("backend %s, base directory %s, empty layer %s", self.backend, self.base_dir, empty)
+        self._spares = Spares(
+            self._make_spare, self._remove_spare, self._gate.shared, stacks=spares, idle=spare_idle
+        )
         self.reconcile(starting=True)
         self._worker = threading.Thread(target=self._remove_in_background, name="remover", daemon=True)
         self._worker.start()
 
     def close(self) -> None:
-        """Let the worker finish the removals asked for, then close."""
+        """Let the worker finish the removals asked for, remove the spare
+        roots, try once more what failed (a spare may have held a layer),
+        then close."""
+        self.settle()
+        self._spares.close()
+        self._wake(retry=True)
         with self._work:
             self._closing = True
             self._work.notify_all()
@@ -227,6 +247,12 @@ class Snapshotter:
         layer = _stored_id(result)
         log.info("made the empty layer %s", layer)
         return layer
+
+    def _make_spare(self, stack: Stack) -> str:
+        return self.rfs.generate(*stack)
+
+    def _remove_spare(self, root: str) -> None:
+        self.rfs.remove(_instance_of(root), missing_ok=True)
 
     # -------------------------------------------------------------- removals
     def _remove_in_background(self) -> None:
@@ -281,6 +307,7 @@ class Snapshotter:
         namespaces keep its data): a later try finishes it."""
         try:
             if removal.what == LAYER:
+                self._spares.forget(self._store.path(removal.id))
                 self.rfs.remove_layer(removal.id)
                 return True
             return self.rfs.remove(removal.id, missing_ok=True)
@@ -360,6 +387,7 @@ class Snapshotter:
         rows = {row.key: row for row in self.db.rows()}
         wanted_instances = {row.instance for row in rows.values() if row.instance}
         wanted_instances |= {removal.id for removal in removals if removal.what == INSTANCE}
+        wanted_instances |= {_instance_of(root) for root in self._spares.roots()}
         wanted_layers = {row.layer for row in rows.values() if row.layer} | {self.empty_layer}
         wanted_layers |= {removal.id for removal in removals if removal.what == LAYER}
         for inst in instances.values():
@@ -377,6 +405,12 @@ class Snapshotter:
                 report["layers"].append(layer)
             except RootFSError as exc:
                 log.warning("could not remove layer %s: %s", layer, exc)
+        if starting and report["instances"] and removals:
+            # A layer is not deleted while a root stacks it: the spare roots
+            # of an earlier run, deleted just above, may have held some.
+            with self._work:
+                self._failed.clear()
+            report["removed"] += [removal.id for removal in self._try_removals()]
         if starting:
             for row in rows.values():
                 inst = instances.get(row.instance or "")
@@ -425,22 +459,39 @@ class Snapshotter:
                 self._creating[key] = parent or None
             try:
                 # By path: an id is looked up as a path first, relative to the working directory.
-                stack = [self._store.path(layer) for layer in (self.empty_layer, *layers)]
-                try:
-                    root = self.rfs.generate(*stack, read_only=read_only)
-                except RootFSError as exc:
-                    raise _from_core(exc, f"cannot make snapshot {key!r}") from exc
+                stack = tuple(self._store.path(layer) for layer in (self.empty_layer, *layers))
+                root = None if read_only else self._spare(stack)
+                if root is None:
+                    try:
+                        root = self.rfs.generate(*stack, read_only=read_only)
+                    except RootFSError as exc:
+                        raise _from_core(exc, f"cannot make snapshot {key!r}") from exc
                 # One statement, so a transaction of its own. Killed before
                 # it, the instance is one no row explains: the reconciliation
                 # at start-up deletes it.
-                instance = os.path.basename(os.path.dirname(root))  # roots are <base>/<id>/root
-                self.db.insert(
-                    Row(key, kind, parent or None, READY, instance, None, 0, 0, now, now, dict(labels))
+                row = Row(
+                    key, kind, parent or None, READY, _instance_of(root), None, 0, 0, now, now, dict(labels)
                 )
+                self.db.insert(row)
             finally:
                 with self.db.locked():
                     del self._creating[key]
+                self._spares.refill()
             return _bind(root, read_only)
+
+    def _spare(self, stack: Stack) -> str | None:
+        """A spare root over ``stack`` that is still mounted, or None."""
+        root = self._spares.take(stack)
+        if root is None:
+            return None
+        with contextlib.suppress(OSError):
+            if self.rfs.syscalls.is_mountpoint(root):
+                log.debug("prepare: a spare root over %s", stack[-1])
+                return root
+        log.warning("the spare root %s is no longer mounted: made anew", root)
+        with contextlib.suppress(RootFSError):
+            self._remove_spare(root)
+        return None
 
     def mounts(self, key: str) -> list[tuple[str, str, list[str]]]:
         _check_key(key, "key")
@@ -607,6 +658,11 @@ class Snapshotter:
         if row is None:
             raise SnapshotError(Code.NOT_FOUND, f"snapshot {key!r} does not exist")
         return row
+
+
+def _instance_of(root: str) -> str:
+    """The core's instance id of a root (roots are ``<base>/<id>/root``)."""
+    return os.path.basename(os.path.dirname(root))
 
 
 def _bind(root: str, read_only: bool) -> list[tuple[str, str, list[str]]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -65,8 +66,11 @@ class Client:
 BACKENDS = ["overlayfs", "fuse-overlayfs"]
 
 
-def start(base: str, address: str, backend: str | None = None) -> tuple[Snapshotter, grpc.Server]:
-    snapshotter = Snapshotter(base, backend)
+def start(
+    base: str, address: str, backend: str | None = None, **options: Any
+) -> tuple[Snapshotter, grpc.Server]:
+    """A snapshotter (``options``: its keyword arguments) served at ``address``."""
+    snapshotter = Snapshotter(base, backend, **options)
     return snapshotter, serve(address, snapshotter, workers=8)
 
 
