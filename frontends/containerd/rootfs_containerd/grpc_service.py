@@ -126,5 +126,6 @@ class Servicer(snapshots_pb2_grpc.SnapshotsServicer):  # type: ignore[misc]
     @_rpc
     def Cleanup(self, request: Any, context: grpc.ServicerContext) -> empty_pb2.Empty:
         report = self.snapshotter.cleanup()
-        log.info("cleanup: %s", {name: found for name, found in report.items() if found})
+        if report is not None:
+            log.info("cleanup: %s", {name: found for name, found in report.items() if found})
         return empty_pb2.Empty()

@@ -99,6 +99,14 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="log every request and its time; twice: the core's steps",
     )
+    parser.add_argument(
+        "--reconcile-every",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="a Cleanup reconciles the metadata with the base directory at most this often, "
+        "unless an operation failed since (default 60; 0: every Cleanup)",
+    )
     args = parser.parse_args(argv)
     for name, value in (
         ("--address", args.address),
@@ -107,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     ):
         if value == "":
             parser.error(f"{name} is empty")
-    if args.spares < 0 or args.spare_idle <= 0:
-        parser.error("--spares must be 0 or more and --spare-idle more than 0")
+    if args.spares < 0 or args.spare_idle <= 0 or args.reconcile_every < 0:
+        parser.error("--spares and --reconcile-every must be 0 or more, --spare-idle more than 0")
     logging.basicConfig(
         stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING
     )
@@ -132,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             args.backend,
             spares=args.spares,
             spare_idle=args.spare_idle,
+            reconcile_every=args.reconcile_every,
         )
     except (RuntimeError, OSError) as exc:
         print(f"rootfs-snapshotter: {exc}", file=sys.stderr)

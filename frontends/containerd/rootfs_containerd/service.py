@@ -165,10 +165,13 @@ class Snapshotter:
         *,
         spares: int = 0,
         spare_idle: float = 60.0,
+        reconcile_every: float = 0.0,
     ) -> None:
         """``spares``: how many layer stacks keep a writable root made ahead
         (none unless asked: each is an idle mount; the server asks), each for
-        ``spare_idle`` seconds after its last Prepare."""
+        ``spare_idle`` seconds after its last Prepare. ``reconcile_every``:
+        a Cleanup reconciles only if the last reconciliation is this many
+        seconds old, or an operation failed since (see ``cleanup``)."""
         os.makedirs(base_dir, mode=0o700, exist_ok=True)
         self.base_dir = os.path.realpath(base_dir)
         self.backend = choose_backend(self.base_dir, backend)
@@ -185,6 +188,11 @@ class Snapshotter:
         self._running = False  # the worker is trying them
         self._closing = False
         self._failed: set[int] = set()  # tried and failed: tried again by Cleanup or a restart
+        self._reconcile_every = reconcile_every
+        self._reconciled = 0.0  # time.monotonic() of the last reconciliation
+        # An operation failed after the core made something (an instance or
+        # a layer no row may explain): the next Cleanup reconciles.
+        self._strays = False
         # Opening a RootFS sweeps what crashed processes left half made.
         RootFS(self.base_dir, backend=self.backend)
         fresh_empty = None
@@ -252,7 +260,11 @@ class Snapshotter:
         return self.rfs.generate(*stack)
 
     def _remove_spare(self, root: str) -> None:
-        self.rfs.remove(_instance_of(root), missing_ok=True)
+        try:
+            self.rfs.remove(_instance_of(root), missing_ok=True)
+        except BaseException:
+            self._strays = True
+            raise
 
     # -------------------------------------------------------------- removals
     def _remove_in_background(self) -> None:
@@ -327,6 +339,8 @@ class Snapshotter:
         and no removal explains are deleted. ``starting``: removals are
         finished here (else they are the worker's), and active snapshots and
         views a reboot unmounted are mounted again."""
+        self._reconciled = time.monotonic()
+        self._strays = False  # what fails from now on sets it again
         report: dict[str, list[str]] = {
             "rows": [],
             "instances": [],
@@ -457,6 +471,8 @@ class Snapshotter:
                         raise SnapshotError(Code.INVALID_ARGUMENT, f"bad parent chain: {exc}") from exc
                     layers = [row.layer for row in reversed(chain) if row.layer]
                 self._creating[key] = parent or None
+            root = None
+            written = False
             try:
                 # By path: an id is looked up as a path first, relative to the working directory.
                 stack = tuple(self._store.path(layer) for layer in (self.empty_layer, *layers))
@@ -473,6 +489,11 @@ class Snapshotter:
                     key, kind, parent or None, READY, _instance_of(root), None, 0, 0, now, now, dict(labels)
                 )
                 self.db.insert(row)
+                written = True
+            except BaseException:
+                if root is not None and not written:
+                    self._strays = True  # an instance no row explains
+                raise
             finally:
                 with self.db.locked():
                     del self._creating[key]
@@ -546,23 +567,28 @@ class Snapshotter:
                 self._mounted(row)
                 result = self.rfs.commit(row.instance or "")
             except BaseException as exc:
+                self._strays = True  # the core may have left a layer half made
                 with self.db.transaction():
                     self.db.delete(name)
                     self.db.update(key, state=READY)
                 if isinstance(exc, RootFSError):
                     raise _from_core(exc, f"cannot commit {key!r}") from exc
                 raise
-            layer = _stored_id(result)
-            with self.db.transaction(durable=True):  # an image layer: what containerd cannot make again
-                self.db.delete(key)
-                self.db.update(
-                    name,
-                    state=READY,
-                    layer=layer,
-                    bytes=result.bytes,
-                    inodes=result.inodes,
-                    updated=time.time(),
-                )
+            try:
+                layer = _stored_id(result)
+                with self.db.transaction(durable=True):  # an image layer: what containerd cannot make again
+                    self.db.delete(key)
+                    self.db.update(
+                        name,
+                        state=READY,
+                        layer=layer,
+                        bytes=result.bytes,
+                        inodes=result.inodes,
+                        updated=time.time(),
+                    )
+            except BaseException:
+                self._strays = True  # a published layer no row names
+                raise
 
     def remove(self, key: str) -> None:
         """The snapshot is gone at once (its key free again); its instance or
@@ -643,10 +669,21 @@ class Snapshotter:
             raise _from_core(exc, f"cannot measure {key!r}") from exc
         return used.bytes, used.inodes
 
-    def cleanup(self) -> dict[str, list[str]]:
-        """Reconcile (no other operation runs meanwhile), then the core's gc;
-        the worker tries again the removals that failed."""
+    def cleanup(self) -> dict[str, list[str]] | None:
+        """The worker tries again the removals that failed; then, if an
+        operation failed since the last reconciliation or that is
+        ``reconcile_every`` seconds old, reconcile (no other operation runs
+        meanwhile) and run the core's gc, and return what they did (None
+        when they did not run).
+
+        containerd calls Cleanup after each of its collections, many times a
+        second under churn, and a reconciliation reads every record and row
+        while Prepares wait: what it finds in a running snapshotter appears
+        only by a failure (which asks for one) or by a hand from outside
+        (found within ``reconcile_every`` seconds)."""
         self._wake(retry=True)
+        if not self._strays and time.monotonic() - self._reconciled < self._reconcile_every:
+            return None
         with self._gate.exclusive():
             report = self.reconcile(starting=False)
             gc = self.rfs.gc()

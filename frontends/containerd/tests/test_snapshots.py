@@ -3,12 +3,16 @@ backend that stacks layers."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -401,6 +405,61 @@ def test_cleanup_removes_what_no_snapshot_explains(client: Client) -> None:
     assert [layer.id for layer in rfs.layers()] == [client.snapshotter.empty_layer]
     assert stray not in [layer.id for layer in rfs.layers()]
     assert client.stat("a").kind == pb.ACTIVE
+
+
+@contextlib.contextmanager
+def serving(base_dir: str, sockdir: str, backend: str, **options: float) -> Iterator[Client]:
+    """A snapshotter with ``options``, served, emptied and stopped after."""
+    from rootfs_containerd.api import snapshots_pb2_grpc
+
+    address = os.path.join(sockdir, "s.sock")
+    snapshotter, server = start(base_dir, address, backend, **options)
+    channel = grpc.insecure_channel("unix:" + address)
+    try:
+        client = Client(snapshots_pb2_grpc.SnapshotsStub(channel), snapshotter, address)
+        yield client
+        client.remove_all()
+    finally:
+        channel.close()
+        stop(snapshotter, server)
+    drop_empty_layer(base_dir)
+
+
+def test_cleanup_reconciles_at_most_once_an_interval(base_dir: str, sockdir: str, backend: str) -> None:
+    """Cleanup comes after each of containerd's collections: within
+    ``reconcile_every`` of the last reconciliation, it does not read
+    everything again (a stray from outside waits), after it, it does."""
+    with serving(base_dir, sockdir, backend, reconcile_every=1.0) as client:
+        rfs = RootFS(base_dir, backend=backend)
+        stray = rfs.commit(rfs.generate(client.snapshotter.empty_layer)).id
+        client.prepare("a")
+        client.stub.Cleanup(pb.CleanupRequest())  # within a second of start-up's
+        assert stray in [layer.id for layer in rfs.layers()]
+        time.sleep(1.1)
+        client.stub.Cleanup(pb.CleanupRequest())
+        assert [layer.id for layer in rfs.layers()] == [client.snapshotter.empty_layer]
+        assert client.stat("a").kind == pb.ACTIVE
+
+
+def test_a_prepare_failed_after_its_generate_makes_the_next_cleanup_reconcile(
+    base_dir: str, sockdir: str, backend: str
+) -> None:
+    with serving(base_dir, sockdir, backend, reconcile_every=3600.0) as client:
+        insert = client.snapshotter.db.insert
+
+        def fail(row: Row) -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        client.snapshotter.db.insert = fail  # type: ignore[method-assign]
+        assert code_of(lambda: client.prepare("a")) == grpc.StatusCode.INTERNAL
+        client.snapshotter.db.insert = insert  # type: ignore[method-assign]
+        rfs = RootFS(base_dir, sweep=False)
+        (left,) = rfs.instances()  # made by the core, named by no row
+        assert os.path.ismount(left.root)
+        client.stub.Cleanup(pb.CleanupRequest())
+        assert rfs.instances() == [] and not os.path.exists(left.root)
+        write(client.prepare("a"), "f")
+        assert [info.name for info in client.list()] == ["a"]
 
 
 def test_a_backend_that_cannot_stack_is_refused(base_dir: str) -> None:
