@@ -367,15 +367,15 @@ class Snapshotter:
                     self.db.delete(row.key)  # its instance, if any, is unexplained now
                     report["rows"].append(row.key)
                 elif row.state == COMMITTING:
-                    gone = row.instance not in instances or instances[row.instance].state in (
-                        "removing",
-                        "incomplete",
-                    )
-                    if gone:  # its layer was published (unrecorded: deleted below) or lost
-                        self.db.delete(row.key)
-                        report["rows"].append(row.key)
-                    else:
-                        self.db.update(row.key, state=READY)
+                    # A Commit that never replied, which containerd counts as
+                    # failed. The core may have begun making the instance's
+                    # data a layer (it keeps such an instance, unmounted, its
+                    # upper perhaps half made portable): the active snapshot
+                    # is not given back half changed but dropped, its
+                    # instance deleted below as unexplained, and so is a
+                    # layer the commit published.
+                    self.db.delete(row.key)
+                    report["rows"].append(row.key)
         # Rows whose instance or layer is gone, and then their descendants.
         changed = True
         while changed:

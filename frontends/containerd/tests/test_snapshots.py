@@ -23,7 +23,7 @@ from rootfs_core.syscalls import UMOUNT_NOFOLLOW, LinuxSyscalls
 from rootfs_core.testing.fixtures import remove_scratch, scratch_dir
 
 from rootfs_containerd.api import snapshots_pb2 as pb
-from rootfs_containerd.metadata import PREPARING, Row
+from rootfs_containerd.metadata import COMMITTING, PREPARING, Row
 from rootfs_containerd.service import Snapshotter
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -375,6 +375,13 @@ def test_start_up_reconciles_what_a_crash_left(base_dir: str, sockdir: str, back
     stray_root = rfs.generate(snapshotter.empty_layer)
     # A commit killed after publishing its layer, before its rows changed:
     stray_layer = rfs.commit(rfs.generate(snapshotter.empty_layer)).id
+    # A commit killed before it: the core may have half made its data a layer.
+    committing = rfs.generate(snapshotter.empty_layer)
+    committing_id = os.path.basename(os.path.dirname(committing))
+    snapshotter.db.insert(
+        Row("was-active", "active", None, COMMITTING, committing_id, None, 0, 0, 1.0, 1.0, {})
+    )
+    snapshotter.db.insert(Row("its-name", "committed", None, PREPARING, None, None, 0, 0, 1.0, 1.0, {}))
     # A removal an earlier version (it removed before replying) was killed in:
     removing = rfs.generate(snapshotter.empty_layer)
     removing_id = os.path.basename(os.path.dirname(removing))
@@ -391,6 +398,7 @@ def test_start_up_reconciles_what_a_crash_left(base_dir: str, sockdir: str, back
         assert RootFS(base_dir).instances() == []
         assert [layer.id for layer in RootFS(base_dir).layers()] == [again.empty_layer]
         assert not os.path.exists(stray_root) and stray_layer is not None
+        assert not os.path.exists(committing)
         assert not os.path.exists(removing) and again.db.removals() == []
     finally:
         again.close()
