@@ -32,6 +32,7 @@ from rootfs_containerd.grpc_service import Servicer
 from rootfs_containerd.service import Snapshotter
 
 log = logging.getLogger("rootfs_containerd")
+SIGNAL_POLL = 0.5  # seconds between two looks for a signal another thread received
 
 
 def _clear_stale_socket(path: str) -> None:
@@ -148,7 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server = serve(args.address, snapshotter, args.workers)
         log.info("serving containerd.services.snapshots.v1.Snapshots on %s", args.address)
-        stop.wait()
+        # Not a bare stop.wait(): the kernel may hand SIGTERM to any thread
+        # (gRPC's, the workers'); Python runs the handler in this one only,
+        # which a wait without a timeout leaves asleep for good.
+        while not stop.wait(SIGNAL_POLL):
+            pass
         # Requests under way get 30 s to finish; new ones are refused.
         server.stop(grace=30).wait()
         with contextlib.suppress(FileNotFoundError):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import platform
 import random
 import signal
 import sqlite3
@@ -11,12 +13,15 @@ import sys
 import time
 
 import grpc
+import pytest
 from conftest import Client, drop_empty_layer
 from rootfs_core import RootFS
 from rootfs_core.testing.checks import instance_mounts
 
 from rootfs_containerd.api import snapshots_pb2 as pb
 from rootfs_containerd.api import snapshots_pb2_grpc
+
+SYS_TGKILL = {"x86_64": 234, "aarch64": 131}  # tgkill(2): a signal to one thread of a process
 
 
 def test_a_client_that_gives_up_mid_call_leaves_a_consistent_state(client: Client) -> None:
@@ -148,4 +153,33 @@ def test_sigkill_right_after_removes_then_restart(base_dir: str, sockdir: str, b
         assert len(rfs.layers()) == 1  # the empty layer alone
     finally:
         _stop(proc)
+    drop_empty_layer(base_dir)
+
+
+@pytest.mark.skipif(platform.machine() not in SYS_TGKILL, reason="tgkill's number is known for two arches")
+def test_sigterm_received_by_any_thread_stops_it(base_dir: str, sockdir: str, backend: str) -> None:
+    """The kernel gives a process's signal to any of its threads; Python
+    runs the handler in the main thread only, so a main thread asleep in a
+    wait without a timeout never saw a SIGTERM another thread took. Here
+    three of its other threads in turn get the SIGTERM (tgkill), each in a
+    fresh snapshotter, which must stop cleanly."""
+    address = os.path.join(sockdir, "term.sock")
+    libc = ctypes.CDLL(None, use_errno=True)
+    for turn in range(3):
+        proc = _start(base_dir, address, backend)
+        try:
+            with grpc.insecure_channel("unix:" + address) as channel:  # the gRPC threads are up
+                list(snapshots_pb2_grpc.SnapshotsStub(channel).List(pb.ListSnapshotsRequest()))
+            others = sorted(int(t) for t in os.listdir(f"/proc/{proc.pid}/task") if int(t) != proc.pid)
+            assert others, "the snapshotter has no thread but its main one"
+            target = others[turn % len(others)]
+            number = SYS_TGKILL[platform.machine()]
+            assert libc.syscall(number, proc.pid, target, signal.SIGTERM) == 0, ctypes.get_errno()
+            assert proc.wait(20) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert not os.path.exists(address)
+    assert instance_mounts(base_dir) == []
     drop_empty_layer(base_dir)
