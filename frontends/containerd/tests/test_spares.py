@@ -161,8 +161,13 @@ def test_a_killed_snapshotter_leaves_no_spare_once_started_again(
 
     def launch() -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(command, stderr=subprocess.DEVNULL)
-        wait_until(lambda: os.path.exists(address) or proc.poll() is not None, seconds=30)
-        assert proc.poll() is None, "the snapshotter did not start"
+        try:
+            wait_until(lambda: os.path.exists(address) or proc.poll() is not None, seconds=30)
+            assert proc.poll() is None, "the snapshotter did not start"
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
         return proc
 
     proc = launch()
@@ -186,7 +191,12 @@ def test_a_killed_snapshotter_leaves_no_spare_once_started_again(
             client.remove_all()
     finally:
         proc.terminate()
-        proc.wait(60)
+        try:
+            assert proc.wait(60) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     rfs = RootFS(base_dir)
     assert rfs.instances() == [] and instance_mounts(base_dir) == []
     drop_empty_layer(base_dir)
