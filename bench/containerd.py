@@ -6,17 +6,25 @@ proxy plugin) beside containerd's own overlayfs snapshotter, in one run.
 
 A private containerd (root, state and sockets under a temporary directory,
 the proxy plugin ``rootfs`` in its config) and ``rootfs-snapshotter
---backend overlayfs`` run as subprocesses. One warm gRPC client to
-containerd's socket (``containerd.services.snapshots.v1.Snapshots``, header
-``containerd-namespace: bench``) times, interleaved (which goes first
-alternates), the cycle Prepare(key, parent="") -> mount what it returned
-(rootfs: the bind of its mounted root; overlayfs: a bind of an empty
-directory, as it answers a snapshot without parent) -> unmount ->
-Remove(key), with snapshotter ``overlayfs`` and ``rootfs``. Then, on its
-own, the same cycle on the socket of a second rootfs-snapshotter (a base
-directory of its own) that containerd does not know, so nothing is in
-between. (Not the proxied one's socket: containerd's collector deletes
-whatever it finds there that it did not make.)
+--backend overlayfs`` (its defaults otherwise: roots made ahead on) run as
+subprocesses. Each snapshotter first gets an image: one committed snapshot
+holding the sample prototype, made through the API as an unpack makes a
+layer. One warm gRPC client to containerd's socket
+(``containerd.services.snapshots.v1.Snapshots``, header
+``containerd-namespace: bench``) then times, interleaved (which goes first
+alternates), the cycle Prepare(key, parent) -> mount what it returned ->
+unmount -> Remove(key), with snapshotter ``overlayfs`` and ``rootfs``:
+
+- over the image (the target: a container's snapshot): overlayfs returns an
+  overlay (lowerdir the image's directory) that the client mounts; rootfs
+  the bind of the root it mounted;
+- with no parent (reported): overlayfs returns a bind of an empty directory,
+  rootfs the bind of a root over its empty layer.
+
+Then, on its own, the cycle over an image on the socket of a second
+rootfs-snapshotter (a base directory of its own) that containerd does not
+know, so nothing is in between. (Not the proxied one's socket: containerd's
+collector deletes whatever it finds there that it did not make.)
 
 Through containerd, Remove deletes the snapshot from containerd's metadata
 only: the snapshotter's own removal happens later, in containerd's garbage
@@ -27,17 +35,18 @@ collection holds up the next Prepare of its snapshotter while it runs.
 rootfs-snapshotter deletes after its Remove has replied (in a thread of its
 own), so a deletion falls in whichever timed calls follow, the native ones
 too: the interleaved medians are latencies, not the whole cost. The **CPU**
-cost runs each snapshotter's cycle alone, in blocks of back-to-back cycles
-(blocks alternate between the two), each block until what it made is
-deleted on disk again (containerd's overlayfs snapshot directories, rootfs's
-instance directories; a synchronous collection, ``ctr leases delete
---sync``, makes sure it runs): the CPU time containerd, the proxied
+cost runs each snapshotter's cycle over the image alone, in blocks of
+back-to-back cycles (blocks alternate between the two), each block until
+what it made is deleted on disk again (containerd's overlayfs snapshot
+directories, rootfs's instance directories but as many roots made ahead as
+before the block; a synchronous collection, ``ctr leases delete --sync``,
+makes sure it runs): the CPU time containerd, the proxied
 rootfs-snapshotter and this process used, per cycle. What the collector had
 not yet removed at the end is reported (and removed).
 The snapshots carry ``containerd.io/gc.root``: unreferenced (no lease), the
 collector could take one between its Prepare and its Remove.
 
-Medians, and the ratio rootfs/overlayfs through containerd. Nothing is
+Medians, and the ratios rootfs/overlayfs through containerd. Nothing is
 asserted; both daemons are stopped, everything mounted below the temporary
 directory is unmounted, and it is deleted only once nothing is mounted below
 it. containerd 1.6 makes ``/run/containerd/...`` whatever its configuration:
@@ -56,6 +65,7 @@ import argparse
 import json
 import os
 import resource
+import shlex
 import shutil
 import signal
 import statistics
@@ -128,16 +138,20 @@ def unmount(target: str) -> None:
 class Daemons:
     """The snapshotter and containerd, as subprocesses, everything under ``top``."""
 
-    def __init__(self, top: str) -> None:
+    def __init__(self, top: str, compare: list[str] | None = None) -> None:
         self.top = top
+        self.compare = compare  # a second proxied snapshotter's extra arguments (or None)
         self.base = os.path.join(top, "base")
         self.snap_sock = os.path.join(top, "snap.sock")
         self.direct_base = os.path.join(top, "direct-base")
         self.direct_sock = os.path.join(top, "direct.sock")
+        self.b_base = os.path.join(top, "b-base")
+        self.b_sock = os.path.join(top, "b.sock")
         self.sock = os.path.join(top, "containerd.sock")
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         os.mkdir(self.base, 0o700)
         os.mkdir(self.direct_base, 0o700)
+        os.mkdir(self.b_base, 0o700)
 
     def _start(self, name: str, command: list[str], socket: str) -> None:
         log = os.path.join(self.top, f"{name}.log")
@@ -161,19 +175,23 @@ class Daemons:
     def start(self) -> None:
         script = shutil.which("rootfs-snapshotter")
         program = [script] if script else [sys.executable, "-m", "rootfs_containerd"]
-        for name, sock, base in (
-            ("snapshotter", self.snap_sock, self.base),
-            ("direct", self.direct_sock, self.direct_base),
-        ):
-            self._start(
-                name, [*program, "--address", sock, "--base-dir", base, "--backend", "overlayfs"], sock
-            )
+        started = [
+            ("snapshotter", self.snap_sock, self.base, []),
+            ("direct", self.direct_sock, self.direct_base, []),
+        ]
+        if self.compare is not None:
+            started.append(("b", self.b_sock, self.b_base, self.compare))
+        for name, sock, base, extra in started:
+            command = [*program, "--address", sock, "--base-dir", base, "--backend", "overlayfs", *extra]
+            self._start(name, command, sock)
         config = os.path.join(self.top, "config.toml")
         with open(config, "w", encoding="utf-8") as fh:
             fh.write(private_containerd_config(self.top, self.sock, self.snap_sock))
+            if self.compare is not None:
+                fh.write(f'[proxy_plugins.rootfsb]\n  type = "snapshot"\n  address = "{self.b_sock}"\n')
         self._start("containerd", ["containerd", "--config", config], self.sock)
 
-    def stop(self, names: tuple[str, ...] = ("containerd", "snapshotter", "direct")) -> None:
+    def stop(self, names: tuple[str, ...] = ("containerd", "snapshotter", "direct", "b")) -> None:
         """containerd first (it is the snapshotter's client), then the snapshotters."""
         for name in names:
             grace = 30 if name == "containerd" else 60
@@ -191,11 +209,14 @@ class Daemons:
 class Cycle:
     """Prepare -> mount -> unmount -> Remove, timed in its three parts."""
 
-    def __init__(self, stub: Any, snapshotter: str, prefix: str, target: str, with_namespace: bool) -> None:
+    def __init__(
+        self, stub: Any, snapshotter: str, prefix: str, target: str, with_namespace: bool, parent: str = ""
+    ) -> None:
         self.stub = stub
         self.snapshotter = snapshotter
         self.prefix = prefix
         self.target = target
+        self.parent = parent
         self.metadata = (("containerd-namespace", NAMESPACE),) if with_namespace else ()
         # Without a lease or this label, containerd's collector may take the
         # snapshot between Prepare and Remove (it is referenced by nothing).
@@ -209,7 +230,9 @@ class Cycle:
         md = self.metadata
         t0 = time.perf_counter()
         reply = self.stub.Prepare(
-            snapshots_pb2.PrepareSnapshotRequest(snapshotter=self.snapshotter, key=key, labels=self.labels),
+            snapshots_pb2.PrepareSnapshotRequest(
+                snapshotter=self.snapshotter, key=key, parent=self.parent, labels=self.labels
+            ),
             metadata=md,
         )
         t1 = time.perf_counter()
@@ -247,6 +270,30 @@ class Cycle:
         return found
 
 
+def make_image(stub: Any, snapshotter: str, tree: str, target: str, *, with_namespace: bool) -> str:
+    """The image every timed cycle of ``snapshotter`` stacks on: one committed
+    snapshot holding ``tree``, made through the snapshots API as an unpack
+    makes a layer (Prepare, mount, write, unmount, Commit); returns its name."""
+    metadata = (("containerd-namespace", NAMESPACE),) if with_namespace else ()
+    labels = {"containerd.io/gc.root": "bench"} if with_namespace else {}
+    key, name = f"image-unpack-{snapshotter or 'direct'}", f"image-{snapshotter or 'direct'}"
+    reply = stub.Prepare(
+        snapshots_pb2.PrepareSnapshotRequest(snapshotter=snapshotter, key=key, labels=labels),
+        metadata=metadata,
+    )
+    mount(reply.mounts[0], target)
+    try:
+        # cp -a recreates device nodes and keeps links, owners and modes
+        subprocess.run(["cp", "-a", f"{tree}/.", target], check=True)
+    finally:
+        unmount(target)
+    stub.Commit(
+        snapshots_pb2.CommitSnapshotRequest(snapshotter=snapshotter, name=name, key=key, labels=labels),
+        metadata=metadata,
+    )
+    return name
+
+
 def native_dirs(daemons: Daemons) -> list[str]:
     """What containerd's overlayfs snapshotter keeps on disk: a directory per snapshot."""
     found = os.path.join(daemons.top, "root", "io.containerd.snapshotter.v1.overlayfs", "snapshots")
@@ -258,16 +305,32 @@ def rootfs_dirs(daemons: Daemons) -> list[str]:
     return [name for name in os.listdir(daemons.base) if not name.startswith(".")]
 
 
-def settle(daemons: Daemons, seconds: float = 30) -> None:
+def on_disk(daemons: Daemons) -> set[str]:
+    """The snapshot directories of both snapshotters, told apart."""
+    return {f"overlayfs/{name}" for name in native_dirs(daemons)} | {
+        f"rootfs/{name}" for name in rootfs_dirs(daemons)
+    }
+
+
+def settle(daemons: Daemons, kept: set[str], spares: int | None = 0, seconds: float = 30) -> int:
     """A synchronous collection, then wait until both snapshotters have
-    deleted on disk what the cycles made."""
+    deleted on disk what the cycles made: all but ``kept`` (the images) and,
+    of rootfs's, ``spares`` instances (the roots it keeps made ahead; None:
+    as many as are left once their number holds for 0.2 s). Returns how many
+    of rootfs's are left."""
     lease = ctr(daemons, "leases", "create").split()[0]
     ctr(daemons, "leases", "delete", "--sync", lease)
     deadline = time.monotonic() + seconds
-    while native_dirs(daemons) or rootfs_dirs(daemons):
+    last, since = -1, time.monotonic()
+    while True:
+        left = on_disk(daemons) - kept
+        count = sum(name.startswith("rootfs/") for name in left)
+        if count != last:
+            last, since = count, time.monotonic()
+        if count == len(left) and (count <= spares if spares is not None else time.monotonic() - since > 0.2):
+            return count
         if time.monotonic() > deadline:
-            left = native_dirs(daemons) + rootfs_dirs(daemons)
-            raise RuntimeError(f"still on disk after {seconds} s: {left}")
+            raise RuntimeError(f"still on disk after {seconds} s: {sorted(left)}")
         time.sleep(0.002)
 
 
@@ -282,31 +345,36 @@ def cpu_seconds(daemons: Daemons) -> float:
     return total
 
 
-def cpu_per_cycle(daemons: Daemons, cycles: dict[str, Cycle], count: int, blocks: int) -> dict[str, Any]:
+def cpu_per_cycle(
+    daemons: Daemons, cycles: dict[str, Cycle], count: int, blocks: int, kept: set[str]
+) -> dict[str, Any]:
     """Per cycle, the CPU time of ``count`` back-to-back cycles of one
-    snapshotter and of deleting what they made; ``blocks`` blocks each,
-    alternating."""
+    snapshotter (over the image) and of deleting what they made; ``blocks``
+    blocks each, alternating."""
     times: dict[str, list[float]] = {"overlayfs": [], "rootfs": []}
     for block in range(blocks):
         for name in times if block % 2 else reversed(times):
-            settle(daemons)
+            spares = settle(daemons, kept, None)
             before = cpu_seconds(daemons)
             for _ in range(count):
-                cycles[name].run(record=False)
-            settle(daemons)
+                cycles[f"{name}_image"].run(record=False)
+            settle(daemons, kept, spares)  # the spare taken was made again
             times[name].append((cpu_seconds(daemons) - before) / count)
     found: dict[str, Any] = {name: statistics.median(values) * 1e3 for name, values in times.items()}
     found["rootfs_vs_overlayfs"] = found["rootfs"] / found["overlayfs"]
     return found
 
 
-def leftovers(daemons: Daemons, proxied: Any) -> dict[str, int]:
-    """Snapshots containerd's collector had not yet removed from each snapshotter;
-    rootfs's are removed now (through the snapshotter, mounts and all), once
-    containerd is stopped: its collector removes nothing more behind us."""
+def leftovers(daemons: Daemons, proxied: Any, kept: set[str]) -> dict[str, int]:
+    """Snapshots containerd's collector had not yet removed from each snapshotter
+    (the images aside); rootfs's are removed now, the image last (through the
+    snapshotter, mounts and all), once containerd is stopped: its collector
+    removes nothing more behind us."""
     daemons.stop(("containerd",))
-    native = len(native_dirs(daemons))
-    keys = [i.name for reply in proxied.List(snapshots_pb2.ListSnapshotsRequest()) for i in reply.info]
+    native = len(set(native_dirs(daemons)) - {name.split("/", 1)[1] for name in kept})
+    infos = [i for reply in proxied.List(snapshots_pb2.ListSnapshotsRequest()) for i in reply.info]
+    keys = sorted((i.name for i in infos), key=lambda k: k.startswith("image-"))  # children first
+    pending = sum(not k.startswith("image-") for k in keys)
     deadline = time.monotonic() + 30
     for key in keys:
         while True:  # a removal containerd started may still be finishing
@@ -319,10 +387,10 @@ def leftovers(daemons: Daemons, proxied: Any) -> dict[str, int]:
                 if exc.code() != grpc.StatusCode.FAILED_PRECONDITION or time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
-    # each collection that removed something of rootfs's ends with a Cleanup,
-    # which the snapshotter logs at INFO as "cleanup: {...}"
+    # each collection that removed something of rootfs's ends with a Cleanup;
+    # one that reconciles (start-up's aside) is logged at INFO as "cleanup: {...}"
     cleanups = daemons.log("snapshotter", tail=False).count("rootfs_containerd.grpc: cleanup:")
-    return {"overlayfs": native, "rootfs": len(keys), "rootfs_cleanup_calls": cleanups}
+    return {"overlayfs": native, "rootfs": pending, "rootfs_reconciling_cleanups": cleanups}
 
 
 def ctr(daemons: Daemons, *args: str) -> str:
@@ -370,25 +438,43 @@ def measure(daemons: Daemons, reps: int, block: int, runs: int, target: str) -> 
     ):
         stub = snapshots_pb2_grpc.SnapshotsStub(channel)
         direct = snapshots_pb2_grpc.SnapshotsStub(direct_channel)
-        cycles = {
+        bare = {
             "overlayfs": Cycle(stub, "overlayfs", "native", target, True),
             "rootfs": Cycle(stub, "rootfs", "proxied", target, True),
-            "rootfs_direct": Cycle(direct, "", "direct", target, False),
         }
+        for cycle in bare.values():
+            cycle.warm()  # also waits for containerd to reach the proxy
+        tree = os.path.join(daemons.top, "image-tree")
+        build_sample(tree)
+        images = {name: make_image(stub, name, tree, target, with_namespace=True) for name in bare}
+        kept = on_disk(daemons)  # the images' directories
+        direct_image = make_image(direct, "", tree, target, with_namespace=False)
+        cycles = {
+            "overlayfs_image": Cycle(stub, "overlayfs", "native-i", target, True, images["overlayfs"]),
+            "rootfs_image": Cycle(stub, "rootfs", "proxied-i", target, True, images["rootfs"]),
+            **bare,
+            "rootfs_direct": Cycle(direct, "", "direct", target, False, direct_image),
+        }
+        image_group = ["overlayfs_image", "rootfs_image"]
+        if daemons.compare is not None:
+            Cycle(stub, "rootfsb", "b-w", target, True).warm()
+            b_image = make_image(stub, "rootfsb", tree, target, with_namespace=True)
+            cycles["b_image"] = Cycle(stub, "rootfsb", "b-i", target, True, b_image)
+            image_group.append("b_image")
         for cycle in cycles.values():
             cycle.warm()
-        pair = (cycles["overlayfs"], cycles["rootfs"])
-        for rep in range(reps):
-            for cycle in pair if rep % 2 else reversed(pair):
-                cycle.run()
+        for group in (image_group, ["overlayfs", "rootfs"]):
+            for rep in range(reps):  # each in turn goes first
+                for name in group[rep % len(group) :] + group[: rep % len(group)]:
+                    cycles[name].run()
         for _ in range(reps):
             cycles["rootfs_direct"].run()
         result: dict[str, Any] = {name: cycle.medians() for name, cycle in cycles.items()}
         if block:
-            result["cpu"] = cpu_per_cycle(daemons, cycles, block, 3)
+            result["cpu"] = cpu_per_cycle(daemons, cycles, block, 3, kept)
         if runs and find_busybox() is not None:
             result["ctr_run"] = ctr_runs(daemons, runs)
-        result["pending_gc"] = leftovers(daemons, snapshots_pb2_grpc.SnapshotsStub(snap_channel))
+        result["pending_gc"] = leftovers(daemons, snapshots_pb2_grpc.SnapshotsStub(snap_channel), kept)
     return result
 
 
@@ -402,6 +488,12 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=50)
     parser.add_argument("--block", type=int, default=100, help="cycles per CPU-time block (0: none)")
     parser.add_argument("--runs", type=int, default=15, help="ctr runs per snapshotter (0: none)")
+    parser.add_argument(
+        "--compare",
+        metavar="ARGS",
+        help="a second proxied rootfs-snapshotter with these extra arguments (e.g. '--spares 0'), "
+        "its cycle over its image interleaved with the other two",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -413,7 +505,7 @@ def main() -> int:
     had_run_dir = os.path.exists(RUN_DIR)
     work = tempfile.mkdtemp(prefix="rootfs-bench-ctrd-")
     os.chmod(work, 0o711)
-    daemons = Daemons(work)
+    daemons = Daemons(work, None if args.compare is None else shlex.split(args.compare))
     failed = None
     result: dict[str, Any] = {}
     try:
@@ -441,27 +533,44 @@ def main() -> int:
         return 3
     if failed:
         return 1
-    result["rootfs_vs_overlayfs"] = result["rootfs"]["total_ms"] / result["overlayfs"]["total_ms"]
-    result["direct_vs_proxied"] = result["rootfs_direct"]["total_ms"] / result["rootfs"]["total_ms"]
+    result["rootfs_vs_overlayfs"] = result["rootfs_image"]["total_ms"] / result["overlayfs_image"]["total_ms"]
+    result["no_parent_rootfs_vs_overlayfs"] = result["rootfs"]["total_ms"] / result["overlayfs"]["total_ms"]
+    result["direct_vs_proxied"] = result["rootfs_direct"]["total_ms"] / result["rootfs_image"]["total_ms"]
+    if "b_image" in result:
+        result["compare_vs_overlayfs"] = result["b_image"]["total_ms"] / result["overlayfs_image"]["total_ms"]
+        result["compare_vs_rootfs"] = result["b_image"]["total_ms"] / result["rootfs_image"]["total_ms"]
     result["reps"] = args.reps
     result["containerd"] = version()
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
     print(f"{result['containerd']}; median of {args.reps} cycles, ms")
-    print("cycle                      prepare  mount+umount  remove   total  total p90")
+    print("cycle                               prepare  mount+umount  remove   total  total p90")
     for name, label in (
-        ("overlayfs", "containerd -> overlayfs"),
-        ("rootfs", "containerd -> rootfs"),
-        ("rootfs_direct", "rootfs-snapshotter direct"),
+        ("overlayfs_image", "containerd -> overlayfs, image"),
+        ("rootfs_image", "containerd -> rootfs, image"),
+        ("overlayfs", "containerd -> overlayfs, no parent"),
+        ("rootfs", "containerd -> rootfs, no parent"),
+        ("rootfs_direct", "rootfs-snapshotter direct, image"),
+        ("b_image", f"containerd -> rootfs {args.compare}, image"),
     ):
+        if name not in result:
+            continue
         row = result[name]
         print(
-            f"{label:<25}  {row['prepare_ms']:>7.3f}  {row['mount_ms']:>12.3f}  "
+            f"{label:<34}  {row['prepare_ms']:>7.3f}  {row['mount_ms']:>12.3f}  "
             f"{row['remove_ms']:>6.3f}  {row['total_ms']:>6.3f}  {row['total_p90_ms']:>9.3f}"
         )
-    print(f"rootfs/overlayfs through containerd: {result['rootfs_vs_overlayfs']:.2f}")
-    print(f"rootfs direct/through containerd:    {result['direct_vs_proxied']:.2f}")
+    for label, ratio in (
+        ("rootfs/overlayfs through containerd, over the image (target <= 1)", "rootfs_vs_overlayfs"),
+        ("rootfs/overlayfs through containerd, no parent", "no_parent_rootfs_vs_overlayfs"),
+        ("rootfs direct/through containerd, over the image", "direct_vs_proxied"),
+        (f"rootfs {args.compare}/overlayfs, over the image", "compare_vs_overlayfs"),
+        (f"rootfs {args.compare}/rootfs, over the image", "compare_vs_rootfs"),
+    ):
+        if ratio not in result:
+            continue
+        print(f"{label + ':':<68} {result[ratio]:.2f}")
     cpu = result.get("cpu")
     if cpu is not None:
         print(
@@ -483,7 +592,7 @@ def main() -> int:
     print(
         f"left for containerd's GC at the end: overlayfs {pending['overlayfs']}, "
         f"rootfs {pending['rootfs']} (removed before stopping); "
-        f"Cleanup calls containerd made on rootfs: {pending['rootfs_cleanup_calls']}"
+        f"Cleanups that reconciled rootfs's base directory: {pending['rootfs_reconciling_cleanups']}"
     )
     return 0
 
