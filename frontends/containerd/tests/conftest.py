@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -112,18 +113,28 @@ def backend(request: pytest.FixtureRequest) -> str:
     return name
 
 
-@pytest.fixture
-def client(base_dir: str, sockdir: str, backend: str) -> Iterator[Client]:
+@contextlib.contextmanager
+def served(base_dir: str, sockdir: str, backend: str, **options: Any) -> Iterator[Client]:
+    """A snapshotter (``options``: its keyword arguments) served on a socket
+    in ``sockdir``, and a client; every snapshot removed and the server
+    stopped after the block."""
     address = os.path.join(sockdir, "snapshotter.sock")
-    snapshotter, server = start(base_dir, address, backend)
+    snapshotter, server = start(base_dir, address, backend, **options)
     channel = grpc.insecure_channel("unix:" + address)
     try:
-        yield Client(snapshots_pb2_grpc.SnapshotsStub(channel), snapshotter, address)
-        Client(snapshots_pb2_grpc.SnapshotsStub(channel), snapshotter, address).remove_all()
+        client = Client(snapshots_pb2_grpc.SnapshotsStub(channel), snapshotter, address)
+        yield client
+        client.remove_all()
     finally:
         channel.close()
         stop(snapshotter, server)
-    assert [layer.id for layer in _layers(base_dir)] == [snapshotter.empty_layer]
+
+
+@pytest.fixture
+def client(base_dir: str, sockdir: str, backend: str) -> Iterator[Client]:
+    with served(base_dir, sockdir, backend) as served_client:
+        yield served_client
+    assert [layer.id for layer in _layers(base_dir)] == [served_client.snapshotter.empty_layer]
     drop_empty_layer(base_dir)
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from conftest import Client, drop_empty_layer, start, stop
+from conftest import Client, drop_empty_layer, served, start, stop
 from google.protobuf import field_mask_pb2
 from rootfs_core import RootFS
 from rootfs_core.syscalls import UMOUNT_NOFOLLOW, LinuxSyscalls
@@ -417,19 +417,9 @@ def test_cleanup_removes_what_no_snapshot_explains(client: Client) -> None:
 
 @contextlib.contextmanager
 def serving(base_dir: str, sockdir: str, backend: str, **options: float) -> Iterator[Client]:
-    """A snapshotter with ``options``, served, emptied and stopped after."""
-    from rootfs_containerd.api import snapshots_pb2_grpc
-
-    address = os.path.join(sockdir, "s.sock")
-    snapshotter, server = start(base_dir, address, backend, **options)
-    channel = grpc.insecure_channel("unix:" + address)
-    try:
-        client = Client(snapshots_pb2_grpc.SnapshotsStub(channel), snapshotter, address)
+    """``served``, and the base directory left empty after."""
+    with served(base_dir, sockdir, backend, **options) as client:
         yield client
-        client.remove_all()
-    finally:
-        channel.close()
-        stop(snapshotter, server)
     drop_empty_layer(base_dir)
 
 

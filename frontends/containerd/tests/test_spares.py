@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
-from conftest import Client, drop_empty_layer, start, stop
+from conftest import Client, drop_empty_layer, served
 from rootfs_core import RootFS
 from rootfs_core.layerstore import LayerStore
 from rootfs_core.syscalls import UMOUNT_NOFOLLOW, LinuxSyscalls
@@ -39,15 +39,8 @@ def wait_until(what: Callable[[], bool], seconds: float = 10) -> None:
 
 
 def _serve(base_dir: str, sockdir: str, backend: str, **options: float) -> Iterator[Client]:
-    address = os.path.join(sockdir, "spares.sock")
-    snapshotter, server = start(base_dir, address, backend, **options)
-    channel = grpc.insecure_channel("unix:" + address)
-    try:
-        yield Client(snapshots_pb2_grpc.SnapshotsStub(channel), snapshotter, address)
-        Client(snapshots_pb2_grpc.SnapshotsStub(channel), snapshotter, address).remove_all()
-    finally:
-        channel.close()
-        stop(snapshotter, server)
+    with served(base_dir, sockdir, backend, **options) as client:
+        yield client
     assert RootFS(base_dir).instances() == []
     assert instance_mounts(base_dir) == []
     assert pending_removals(base_dir) == []  # a spare held up no layer's removal
