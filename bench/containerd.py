@@ -138,9 +138,12 @@ def unmount(target: str) -> None:
 class Daemons:
     """The snapshotter and containerd, as subprocesses, everything under ``top``."""
 
-    def __init__(self, top: str, compare: list[str] | None = None) -> None:
+    def __init__(
+        self, top: str, compare: list[str] | None = None, compare_env: dict[str, str] | None = None
+    ) -> None:
         self.top = top
         self.compare = compare  # a second proxied snapshotter's extra arguments (or None)
+        self.compare_env = compare_env or {}  # and what its environment has more
         self.base = os.path.join(top, "base")
         self.snap_sock = os.path.join(top, "snap.sock")
         self.direct_base = os.path.join(top, "direct-base")
@@ -153,10 +156,11 @@ class Daemons:
         os.mkdir(self.direct_base, 0o700)
         os.mkdir(self.b_base, 0o700)
 
-    def _start(self, name: str, command: list[str], socket: str) -> None:
+    def _start(self, name: str, command: list[str], socket: str, env: dict[str, str] | None = None) -> None:
         log = os.path.join(self.top, f"{name}.log")
+        environ = {**os.environ, **env} if env else None
         with open(log, "ab") as out:
-            proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+            proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=environ)
         self.procs[name] = proc
         deadline = time.monotonic() + 30
         while not os.path.exists(socket):
@@ -175,7 +179,7 @@ class Daemons:
     def start(self) -> None:
         script = shutil.which("rootfs-snapshotter")
         program = [script] if script else [sys.executable, "-m", "rootfs_containerd"]
-        started = [
+        started: list[tuple[str, str, str, list[str]]] = [
             ("snapshotter", self.snap_sock, self.base, []),
             ("direct", self.direct_sock, self.direct_base, []),
         ]
@@ -183,7 +187,7 @@ class Daemons:
             started.append(("b", self.b_sock, self.b_base, self.compare))
         for name, sock, base, extra in started:
             command = [*program, "--address", sock, "--base-dir", base, "--backend", "overlayfs", *extra]
-            self._start(name, command, sock)
+            self._start(name, command, sock, self.compare_env if name == "b" else None)
         config = os.path.join(self.top, "config.toml")
         with open(config, "w", encoding="utf-8") as fh:
             fh.write(private_containerd_config(self.top, self.sock, self.snap_sock))
@@ -494,6 +498,14 @@ def main() -> int:
         help="a second proxied rootfs-snapshotter with these extra arguments (e.g. '--spares 0'), "
         "its cycle over its image interleaved with the other two",
     )
+    parser.add_argument(
+        "--compare-env",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        help="set in the second snapshotter's environment (repeatable); e.g. "
+        "PYTHONPATH=OLD/frontends/containerd:OLD runs an older checkout's code beside this one",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -505,7 +517,12 @@ def main() -> int:
     had_run_dir = os.path.exists(RUN_DIR)
     work = tempfile.mkdtemp(prefix="rootfs-bench-ctrd-")
     os.chmod(work, 0o711)
-    daemons = Daemons(work, None if args.compare is None else shlex.split(args.compare))
+    if args.compare_env and args.compare is None:
+        parser.error("--compare-env needs --compare (give it '' for no extra arguments)")
+    if any("=" not in item for item in args.compare_env):
+        parser.error("--compare-env takes NAME=VALUE")
+    compare_env = dict(item.split("=", 1) for item in args.compare_env)
+    daemons = Daemons(work, None if args.compare is None else shlex.split(args.compare), compare_env)
     failed = None
     result: dict[str, Any] = {}
     try:
@@ -544,6 +561,7 @@ def main() -> int:
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
+    b_label = " ".join(["rootfs", args.compare or "", *(f"[{name}]" for name in compare_env)]).strip()
     print(f"{result['containerd']}; median of {args.reps} cycles, ms")
     print("cycle                               prepare  mount+umount  remove   total  total p90")
     for name, label in (
@@ -552,7 +570,7 @@ def main() -> int:
         ("overlayfs", "containerd -> overlayfs, no parent"),
         ("rootfs", "containerd -> rootfs, no parent"),
         ("rootfs_direct", "rootfs-snapshotter direct, image"),
-        ("b_image", f"containerd -> rootfs {args.compare}, image"),
+        ("b_image", f"containerd -> {b_label}, image"),
     ):
         if name not in result:
             continue
@@ -565,8 +583,8 @@ def main() -> int:
         ("rootfs/overlayfs through containerd, over the image (target <= 1)", "rootfs_vs_overlayfs"),
         ("rootfs/overlayfs through containerd, no parent", "no_parent_rootfs_vs_overlayfs"),
         ("rootfs direct/through containerd, over the image", "direct_vs_proxied"),
-        (f"rootfs {args.compare}/overlayfs, over the image", "compare_vs_overlayfs"),
-        (f"rootfs {args.compare}/rootfs, over the image", "compare_vs_rootfs"),
+        (f"{b_label}/overlayfs, over the image", "compare_vs_overlayfs"),
+        (f"{b_label}/rootfs, over the image", "compare_vs_rootfs"),
     ):
         if ratio not in result:
             continue
