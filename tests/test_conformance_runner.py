@@ -1,6 +1,7 @@
-"""``python -m rootfs_core.testing NAME [-o KEY=VALUE]... [-- PYTEST ARGS]``:
+"""``python -m rootfs_core.testing NAME [-o KEY=VALUE]... [--band BAND] [-- PYTEST ARGS]``:
 what cannot run fails at once (exit 2, one line, no test session), options
-after the name reach the backend, pytest's arguments go after ``--``."""
+after the name reach the backend, ``--band`` checks the priority against
+the band claimed, pytest's arguments go after ``--``."""
 
 from __future__ import annotations
 
@@ -59,6 +60,27 @@ def test_options_after_the_name_reach_the_backend() -> None:
     bad = _run("bindtest", "-o", "tmp_size=not-a-size", *one)
     assert bad.returncode == 1, bad.stdout[-3000:]
     assert "1 failed" in bad.stdout and "ErrOverlayTempDir" in bad.stdout
+
+
+@pytest.mark.parametrize(("band", "passes"), [("copy", True), ("kernel-union", False), (None, None)])
+def test_band_checks_the_priority_bindtest_claims(band: str | None, passes: bool | None) -> None:
+    """bindtest's priority is 120: in the copy band, not the kernel unions';
+    without --band the check skips, saying how to ask for it."""
+    one = ["--", "-q", "-rs", "-k", "TestSimulatedMounts and test_priority_is_in_the_band_it_claims"]
+    out = _run("bindtest", *(["--band", band] if band else []), *one)
+    shown = out.stdout[-2000:]
+    if passes is None:
+        assert out.returncode == 0 and "1 skipped" in out.stdout and "--band" in out.stdout, shown
+    elif passes:
+        assert out.returncode == 0 and "1 passed" in out.stdout, shown
+    else:
+        assert out.returncode == 1 and "priority 120 is outside its band 300..399" in out.stdout, shown
+
+
+def test_an_unknown_band_fails_at_once() -> None:
+    out = _run("bindtest", "--band", "fastest")
+    assert out.returncode == 2 and out.stdout == ""
+    assert "invalid choice: 'fastest'" in out.stderr
 
 
 def test_pytest_arguments_go_after_the_double_dash() -> None:

@@ -1,4 +1,4 @@
-"""``python -m rootfs_core.testing NAME [-o KEY=VALUE]... [-- PYTEST ARGS]``
+"""``python -m rootfs_core.testing NAME [-o KEY=VALUE]... [--band BAND] [-- PYTEST ARGS]``
 
 Runs the conformance suite against the installed backend NAME, without
 writing any code: once on real mounts (skipped, with the probe's reason,
@@ -7,7 +7,9 @@ pytest's status: 0 when everything that could run passed; 2, before any
 test runs, when NAME is not installed (or broken), an option is one it does
 not accept, or pytest is missing (``pip install 'rootfs-core[testing]'``).
 Everything before ``--`` is ours (``-o`` after NAME too); everything after
-it is pytest's.
+it is pytest's. ``--band`` names the priority band the backend claims
+(``kernel-union``, ``other-union``, ``copy``, ``last-resort``: the
+``hookspecs.BAND_*``), so that the suite checks its priority lies in it.
 """
 
 from __future__ import annotations
@@ -18,19 +20,30 @@ import sys
 import tempfile
 
 TEMPLATE = """\
+from rootfs_core import hookspecs
 from rootfs_core.testing.conformance import BackendConformance
 
 
 class TestRealMounts(BackendConformance):
     backend = {name!r}
     options = {options!r}
+    band = {band}
 
 
 class TestSimulatedMounts(BackendConformance):
     backend = {name!r}
     options = {options!r}
+    band = {band}
     real_mounts = False
 """
+
+# --band's words, and the hookspecs constant each names.
+BANDS = {
+    "kernel-union": "BAND_KERNEL_UNION",
+    "other-union": "BAND_OTHER_UNION",
+    "copy": "BAND_COPY",
+    "last-resort": "BAND_LAST_RESORT",
+}
 
 
 PROG = "python -m rootfs_core.testing"
@@ -57,6 +70,12 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str], list[st
         default=[],
         metavar="KEY=VALUE",
         help="a backend option, given to every generate of the suite (repeatable)",
+    )
+    parser.add_argument(
+        "--band",
+        choices=sorted(BANDS),
+        help="the priority band the backend claims: its priority is checked to lie in it "
+        "(unset, that check skips)",
     )
     args, unknown = parser.parse_known_args(ours)
     if unknown:
@@ -106,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="rootfs-conformance-") as holder:
         path = os.path.join(holder, "test_conformance.py")
         with open(path, "w", encoding="utf-8") as fh:
-            fh.write(TEMPLATE.format(name=args.backend, options=options))
+            band = f"hookspecs.{BANDS[args.band]}" if args.band else "None"
+            fh.write(TEMPLATE.format(name=args.backend, options=options, band=band))
         quiet = ["-W", "ignore::pytest.PytestAssertRewriteWarning"]  # rootfs_core is imported already
         # The fixtures are an opt-in plugin (no pytest11 entry point), and no
         # configuration file applies under a temporary rootdir: load it here.

@@ -348,7 +348,10 @@ class BackendConformance:
         cover whole: only the band the backend claims says whether its
         priority places it where it belongs in the selection order."""
         if self.band is None:
-            pytest.skip(f"set band to the hookspecs.BAND_* {self.backend} belongs to, to check its priority")
+            pytest.skip(
+                f"set band to the hookspecs.BAND_* {self.backend} belongs to (the runner's --band), "
+                "to check its priority"
+            )
         assert self.band in BANDS, f"{self.band} is none of the bands of rootfs_core.hookspecs"
         priority = self._info().priority
         band = f"{self.band.start}..{self.band.stop - 1}"
