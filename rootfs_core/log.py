@@ -16,6 +16,7 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import logging
     from collections.abc import Callable
 
 # The numeric levels of ``logging``, so callers need not import it.
@@ -26,6 +27,7 @@ ERROR = 40
 LOGGER_NAME = "rootfs"
 
 _sink: Callable[[int, str], None] | None = None
+_logger: logging.Logger | None = None  # the "rootfs" logger, once logging is imported
 
 
 def route_to(sink: Callable[[int, str], None] | None) -> None:
@@ -40,11 +42,14 @@ def emit(level: int, message: str, *args: object) -> None:
     if _sink is not None:
         _sink(level, message % args if args else message)
         return
-    if level < WARNING and "logging" not in sys.modules:
-        return
-    import logging
+    global _logger
+    if _logger is None:
+        if level < WARNING and "logging" not in sys.modules:
+            return
+        import logging
 
-    logging.getLogger(LOGGER_NAME).log(level, message, *args)
+        _logger = logging.getLogger(LOGGER_NAME)  # the same object for the process's life
+    _logger.log(level, message, *args)
 
 
 def info(message: str, *args: object) -> None:
