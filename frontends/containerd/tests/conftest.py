@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
@@ -78,6 +79,21 @@ def start(
 def stop(snapshotter: Snapshotter, server: grpc.Server) -> None:
     server.stop(None).wait()
     snapshotter.close()
+
+
+def recorded(base: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """The snapshotter's database as it is on disk (read-only, so a killed
+    one's is seen as the kill left it): the rows' keys, and the removals
+    still to do (what, id)."""
+    path = os.path.join(base, ".rootfs", "containerd", "snapshots.db")
+    database = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        keys = [str(key) for (key,) in database.execute("SELECT key FROM snapshots")]
+        found = database.execute("SELECT what, id FROM removals")
+        removals = [(str(what), str(ident)) for what, ident in found]
+    finally:
+        database.close()
+    return keys, removals
 
 
 def drop_empty_layer(base: str) -> None:

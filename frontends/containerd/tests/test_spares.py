@@ -6,7 +6,6 @@ none behind once it has started again."""
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
-from conftest import Client, drop_empty_layer, served
+from conftest import Client, drop_empty_layer, recorded, served
 from rootfs_core import RootFS
 from rootfs_core.layerstore import LayerStore
 from rootfs_core.syscalls import UMOUNT_NOFOLLOW, LinuxSyscalls
@@ -43,16 +42,8 @@ def _serve(base_dir: str, sockdir: str, backend: str, **options: float) -> Itera
         yield client
     assert RootFS(base_dir).instances() == []
     assert instance_mounts(base_dir) == []
-    assert pending_removals(base_dir) == []  # a spare held up no layer's removal
+    assert recorded(base_dir)[1] == []  # a spare held up no layer's removal
     drop_empty_layer(base_dir)
-
-
-def pending_removals(base_dir: str) -> list[tuple[str, str]]:
-    database = sqlite3.connect(os.path.join(base_dir, ".rootfs", "containerd", "snapshots.db"))
-    try:
-        return [(str(what), str(ident)) for what, ident in database.execute("SELECT what, id FROM removals")]
-    finally:
-        database.close()
 
 
 @pytest.fixture
