@@ -477,3 +477,16 @@ def test_the_generated_modules_are_up_to_date() -> None:
 
 def test_the_socket_is_root_s_alone(client: Client) -> None:
     assert stat.S_IMODE(os.stat(client.address).st_mode) & 0o077 == 0
+
+
+@pytest.mark.parametrize(
+    "bad", [["--spares", "-1"], ["--spare-idle", "0"], ["--reconcile-every", "-5"], ["--spares", "many"]]
+)
+def test_bad_numbers_are_refused_before_anything_starts(sockdir: str, bad: list[str]) -> None:
+    base = os.path.join(sockdir, "never-made")
+    address = os.path.join(sockdir, "never.sock")
+    argv = [sys.executable, "-m", "rootfs_containerd", "--address", address, "--base-dir", base, *bad]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert bad[0] in done.stderr
+    assert not os.path.exists(base) and not os.path.exists(address)
