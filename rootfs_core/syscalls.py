@@ -318,14 +318,14 @@ class LinuxSyscalls:
     def run_mount_program(self, argv: list[str], target: str) -> None:
         import subprocess
 
-        # The program dies with this thread (see _dying_with_parent) until it
+        # The program dies with this thread (see dying_with_parent) until it
         # has mounted. A FUSE program such as fuse-overlayfs then forks its
         # daemon, and fork clears the death signal in the child: the daemon
         # outlives both the program and rootfs, as a mounted filesystem must.
         # It inherits no fd of ours (no pass_fds here, ever): a daemon holding
         # an instance's lock would keep it locked for as long as it is mounted.
         proc = subprocess.run(
-            _dying_with_parent(argv),
+            dying_with_parent(argv),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -362,13 +362,13 @@ class LinuxSyscalls:
         # the root's non-recursive bind does not show either.
         import subprocess
 
-        # cp dies with this thread (see _dying_with_parent): a killed rootfs
+        # cp dies with this thread (see dying_with_parent): a killed rootfs
         # must not leave it writing into an instance that is being swept. It
         # inherits the fds registered with inherit_fd, so a lock held on the
         # instance stays held until cp itself is gone.
         argv = ["cp", "-a", "-x", "--reflink=auto", "--no-target-directory", "--", source + "/.", target]
         proc = subprocess.Popen(
-            _dying_with_parent(argv),
+            dying_with_parent(argv),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -552,7 +552,7 @@ _UNRESOLVED = ""
 _setpriv: str | None = _UNRESOLVED
 
 
-def _dying_with_parent(argv: list[str]) -> list[str]:
+def dying_with_parent(argv: list[str]) -> list[str]:
     """``argv`` run so that it is SIGKILLed when its parent dies.
 
     util-linux ``setpriv --pdeathsig KILL`` sets PR_SET_PDEATHSIG and then

@@ -221,7 +221,7 @@ def test_without_setpriv_helpers_run_as_they_are(tmpfs: str, monkeypatch: pytest
     os.symlink("/usr/bin/cp" if os.path.exists("/usr/bin/cp") else "/bin/cp", os.path.join(bin_dir, "cp"))
     monkeypatch.setenv("PATH", bin_dir)
     monkeypatch.setattr(syscalls, "_setpriv", syscalls._UNRESOLVED)
-    assert syscalls._dying_with_parent(["cp", "x"]) == ["cp", "x"]
+    assert syscalls.dying_with_parent(["cp", "x"]) == ["cp", "x"]
     assert syscalls._setpriv is None
     LinuxSyscalls().copy_tree(source, target)
     with open(os.path.join(target, "a/b/slow"), "rb") as fh:
@@ -230,7 +230,7 @@ def test_without_setpriv_helpers_run_as_they_are(tmpfs: str, monkeypatch: pytest
 
 def test_setpriv_is_used_where_it_works(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(syscalls, "_setpriv", syscalls._UNRESOLVED)
-    argv = syscalls._dying_with_parent(["cp", "-a"])
+    argv = syscalls.dying_with_parent(["cp", "-a"])
     if syscalls._setpriv is None:
         pytest.skip("no setpriv with --pdeathsig here")
     assert argv == [syscalls._setpriv, "--pdeathsig", "KILL", "--", "cp", "-a"]
