@@ -21,6 +21,14 @@ unmount -> Remove(key), with snapshotter ``overlayfs`` and ``rootfs``:
 - with no parent (reported): overlayfs returns a bind of an empty directory,
   rootfs the bind of a root over its empty layer.
 
+The same cycle over an image goes, interleaved with those two, through a
+third proxy plugin: ``bench/null_snapshotter.py``, served as rootfs-snapshotter
+is (grpcio, the same stubs) but doing no work at all (every Prepare is a
+bind of one directory). Its cycle is the floor under any snapshotter served
+by Python through containerd's proxy: null/overlayfs says what the proxy
+design costs (or saves) against the native snapshotter, rootfs/null what
+rootfs's own work adds.
+
 Then, on its own, the cycle over an image on the socket of a second
 rootfs-snapshotter (a base directory of its own) that containerd does not
 know, so nothing is in between. (Not the proxied one's socket: containerd's
@@ -32,25 +40,31 @@ collection (scheduled after mutations; for a proxy it ends with a Cleanup
 call), outside the timed calls but on the same machine while they run, so
 it shows in the spread (p90, max) rather than in the medians, and a
 collection holds up the next Prepare of its snapshotter while it runs.
-rootfs-snapshotter deletes after its Remove has replied (in a thread of its
-own), so a deletion falls in whichever timed calls follow, the native ones
-too: the interleaved medians are latencies, not the whole cost. The **CPU**
+rootfs-snapshotter deletes after its Remove has replied (in a helper
+process, at a lower CPU priority), so a deletion falls in whichever timed
+calls follow, the native ones too: the interleaved medians are latencies,
+not the whole cost. The **CPU**
 cost runs each snapshotter's cycle over the image alone, in blocks of
 back-to-back cycles (blocks alternate between the two), each block until
 what it made is deleted on disk again (containerd's overlayfs snapshot
 directories, rootfs's instance directories but as many roots made ahead as
 before the block; a synchronous collection, ``ctr leases delete --sync``,
 makes sure it runs): the CPU time containerd, the proxied
-rootfs-snapshotter and this process used, per cycle. What the collector had
-not yet removed at the end is reported (and removed).
+rootfs-snapshotter (its helper processes included) and this process used,
+per cycle. What the collector had not yet removed at the end is reported
+(and removed).
 The snapshots carry ``containerd.io/gc.root``: unreferenced (no lease), the
 collector could take one between its Prepare and its Remove.
 
 Medians, and the ratios rootfs/overlayfs through containerd. Nothing is
 asserted; both daemons are stopped, everything mounted below the temporary
 directory is unmounted, and it is deleted only once nothing is mounted below
-it. containerd 1.6 makes ``/run/containerd/...`` whatever its configuration:
-those directories are removed again (empty ones only) if they were not there.
+it. containerd 1.6 makes ``/run/containerd/...`` whatever its
+configuration: those directories are removed again (empty ones only) if
+they were not there. ``--dir DIR`` makes the temporary directory under DIR
+(a tmpfs, say): the filesystem decides what a ``mkdir`` and the upper's
+sync at an overlay's unmount cost, which the native snapshotter pays in its
+timed calls. The report names it.
 
 Then ``ctr run --rm IMAGE ID /bin/true`` with ``--snapshotter rootfs`` and
 ``--snapshotter overlayfs``, interleaved (which goes first alternates), the
@@ -150,11 +164,14 @@ class Daemons:
         self.direct_sock = os.path.join(top, "direct.sock")
         self.b_base = os.path.join(top, "b-base")
         self.b_sock = os.path.join(top, "b.sock")
+        self.null_dir = os.path.join(top, "null-dir")
+        self.null_sock = os.path.join(top, "null.sock")
         self.sock = os.path.join(top, "containerd.sock")
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         os.mkdir(self.base, 0o700)
         os.mkdir(self.direct_base, 0o700)
         os.mkdir(self.b_base, 0o700)
+        os.mkdir(self.null_dir, 0o755)
 
     def _start(self, name: str, command: list[str], socket: str, env: dict[str, str] | None = None) -> None:
         log = os.path.join(self.top, f"{name}.log")
@@ -188,14 +205,17 @@ class Daemons:
         for name, sock, base, extra in started:
             command = [*program, "--address", sock, "--base-dir", base, "--backend", "overlayfs", *extra]
             self._start(name, command, sock, self.compare_env if name == "b" else None)
+        null = [sys.executable, os.path.join(os.path.dirname(__file__), "null_snapshotter.py")]
+        self._start("null", [*null, "--address", self.null_sock, "--dir", self.null_dir], self.null_sock)
         config = os.path.join(self.top, "config.toml")
         with open(config, "w", encoding="utf-8") as fh:
             fh.write(private_containerd_config(self.top, self.sock, self.snap_sock))
+            fh.write(f'[proxy_plugins.null]\n  type = "snapshot"\n  address = "{self.null_sock}"\n')
             if self.compare is not None:
                 fh.write(f'[proxy_plugins.rootfsb]\n  type = "snapshot"\n  address = "{self.b_sock}"\n')
         self._start("containerd", ["containerd", "--config", config], self.sock)
 
-    def stop(self, names: tuple[str, ...] = ("containerd", "snapshotter", "direct", "b")) -> None:
+    def stop(self, names: tuple[str, ...] = ("containerd", "snapshotter", "direct", "b", "null")) -> None:
         """containerd first (it is the snapshotter's client), then the snapshotters."""
         for name in names:
             grace = 30 if name == "containerd" else 60
@@ -338,13 +358,35 @@ def settle(daemons: Daemons, kept: set[str], spares: int | None = 0, seconds: fl
         time.sleep(0.002)
 
 
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command's name (state first)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+        return fh.read().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(daemons: Daemons) -> float:
-    """CPU time used so far by containerd, the proxied snapshotter and this process."""
+    """CPU time used so far by containerd, the proxied snapshotter (its
+    helper processes included) and this process."""
     used = resource.getrusage(resource.RUSAGE_SELF)
     total = used.ru_utime + used.ru_stime
-    for name in ("containerd", "snapshotter"):
-        with open(f"/proc/{daemons.procs[name].pid}/stat", encoding="ascii") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                parents[int(entry)] = int(_stat(int(entry))[1])
+            except (OSError, IndexError, ValueError):  # gone meanwhile
+                continue
+    counted = {daemons.procs[name].pid for name in ("containerd", "snapshotter")}
+    while True:  # and their descendants
+        more = {pid for pid, parent in parents.items() if parent in counted} - counted
+        if not more:
+            break
+        counted |= more
+    for pid in counted:
+        try:
+            fields = _stat(pid)
+        except OSError:
+            continue
         total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
     return total
 
@@ -459,7 +501,10 @@ def measure(daemons: Daemons, reps: int, block: int, runs: int, target: str) -> 
             **bare,
             "rootfs_direct": Cycle(direct, "", "direct", target, False, direct_image),
         }
-        image_group = ["overlayfs_image", "rootfs_image"]
+        Cycle(stub, "null", "null-w", target, True).warm()
+        null_image = make_image(stub, "null", tree, target, with_namespace=True)
+        cycles["null_image"] = Cycle(stub, "null", "null-i", target, True, null_image)
+        image_group = ["overlayfs_image", "rootfs_image", "null_image"]
         if daemons.compare is not None:
             Cycle(stub, "rootfsb", "b-w", target, True).warm()
             b_image = make_image(stub, "rootfsb", tree, target, with_namespace=True)
@@ -480,6 +525,19 @@ def measure(daemons: Daemons, reps: int, block: int, runs: int, target: str) -> 
             result["ctr_run"] = ctr_runs(daemons, runs)
         result["pending_gc"] = leftovers(daemons, snapshots_pb2_grpc.SnapshotsStub(snap_channel), kept)
     return result
+
+
+def filesystem(path: str) -> str:
+    """The type of the filesystem ``path`` is on (the last mount below which it lies)."""
+    found, best = "?", ""
+    with open("/proc/self/mountinfo", encoding="utf-8") as fh:
+        for line in fh:
+            fields = line.split()
+            point = fields[4].replace("\\040", " ")
+            inside = path == point or path.startswith(point.rstrip("/") + "/")
+            if inside and len(point) >= len(best):
+                best, found = point, fields[fields.index("-") + 1]
+    return f"{found} ({best})"
 
 
 def version() -> str:
@@ -506,6 +564,12 @@ def main() -> int:
         help="set in the second snapshotter's environment (repeatable); e.g. "
         "PYTHONPATH=OLD/frontends/containerd:OLD runs an older checkout's code beside this one",
     )
+    parser.add_argument(
+        "--dir",
+        default=None,
+        help="make the temporary directory (containerd's root and state, both snapshotters' "
+        "directories) under DIR, e.g. a tmpfs, instead of the default temporary directory",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -515,7 +579,9 @@ def main() -> int:
         print("containerd is not installed (apt-get install containerd)", file=sys.stderr)
         return 1
     had_run_dir = os.path.exists(RUN_DIR)
-    work = tempfile.mkdtemp(prefix="rootfs-bench-ctrd-")
+    if args.dir is not None and not os.path.isdir(args.dir):
+        parser.error(f"--dir {args.dir}: not a directory")
+    work = tempfile.mkdtemp(prefix="rootfs-bench-ctrd-", dir=args.dir)
     os.chmod(work, 0o711)
     if args.compare_env and args.compare is None:
         parser.error("--compare-env needs --compare (give it '' for no extra arguments)")
@@ -553,6 +619,9 @@ def main() -> int:
     result["rootfs_vs_overlayfs"] = result["rootfs_image"]["total_ms"] / result["overlayfs_image"]["total_ms"]
     result["no_parent_rootfs_vs_overlayfs"] = result["rootfs"]["total_ms"] / result["overlayfs"]["total_ms"]
     result["direct_vs_proxied"] = result["rootfs_direct"]["total_ms"] / result["rootfs_image"]["total_ms"]
+    result["null_vs_overlayfs"] = result["null_image"]["total_ms"] / result["overlayfs_image"]["total_ms"]
+    result["rootfs_vs_null"] = result["rootfs_image"]["total_ms"] / result["null_image"]["total_ms"]
+    result["filesystem"] = filesystem(work)
     if "b_image" in result:
         result["compare_vs_overlayfs"] = result["b_image"]["total_ms"] / result["overlayfs_image"]["total_ms"]
         result["compare_vs_rootfs"] = result["b_image"]["total_ms"] / result["rootfs_image"]["total_ms"]
@@ -562,13 +631,14 @@ def main() -> int:
         print(json.dumps(result, indent=1))
         return 0
     b_label = " ".join(["rootfs", args.compare or "", *(f"[{name}]" for name in compare_env)]).strip()
-    print(f"{result['containerd']}; median of {args.reps} cycles, ms")
+    print(f"{result['containerd']}; on {result['filesystem']}; median of {args.reps} cycles, ms")
     print("cycle                               prepare  mount+umount  remove   total  total p90")
     for name, label in (
         ("overlayfs_image", "containerd -> overlayfs, image"),
         ("rootfs_image", "containerd -> rootfs, image"),
         ("overlayfs", "containerd -> overlayfs, no parent"),
         ("rootfs", "containerd -> rootfs, no parent"),
+        ("null_image", "containerd -> null proxy, image"),
         ("rootfs_direct", "rootfs-snapshotter direct, image"),
         ("b_image", f"containerd -> {b_label}, image"),
     ):
@@ -581,6 +651,8 @@ def main() -> int:
         )
     for label, ratio in (
         ("rootfs/overlayfs through containerd, over the image (target <= 1)", "rootfs_vs_overlayfs"),
+        ("null proxy/overlayfs, over the image (a proxy's floor)", "null_vs_overlayfs"),
+        ("rootfs/null proxy, over the image (rootfs's own share)", "rootfs_vs_null"),
         ("rootfs/overlayfs through containerd, no parent", "no_parent_rootfs_vs_overlayfs"),
         ("rootfs direct/through containerd, over the image", "direct_vs_proxied"),
         (f"{b_label}/overlayfs, over the image", "compare_vs_overlayfs"),
