@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -79,6 +83,28 @@ def start(
 def stop(snapshotter: Snapshotter, server: grpc.Server) -> None:
     server.stop(None).wait()
     snapshotter.close()
+
+
+def start_process(base: str, address: str, backend: str, *extra: str) -> subprocess.Popen[bytes]:
+    """``rootfs-snapshotter`` (with ``extra`` arguments) as a process of its
+    own, for tests that kill it; returned once it listens."""
+    command = [sys.executable, "-m", "rootfs_containerd", "--address", address, "--base-dir", base]
+    proc = subprocess.Popen([*command, "--backend", backend, *extra], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not os.path.exists(address):
+        assert proc.poll() is None and time.monotonic() < deadline, "the snapshotter did not start"
+        time.sleep(0.05)
+    return proc
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, as systemd stops it; SIGKILL after a minute."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def recorded(base: str) -> tuple[list[str], list[tuple[str, str]]]:

@@ -7,13 +7,11 @@ import os
 import platform
 import random
 import signal
-import subprocess
-import sys
 import time
 
 import grpc
 import pytest
-from conftest import Client, drop_empty_layer, recorded
+from conftest import Client, drop_empty_layer, recorded, start_process, stop_process
 from rootfs_core import RootFS
 from rootfs_core.testing.checks import instance_mounts
 
@@ -36,32 +34,13 @@ def test_a_client_that_gives_up_mid_call_leaves_a_consistent_state(client: Clien
     assert instances == {row.instance for row in rows.values()}
 
 
-def _start(base: str, address: str, backend: str) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "rootfs_containerd", "--address", address]
-    proc = subprocess.Popen([*command, "--base-dir", base, "--backend", backend], stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while not os.path.exists(address):
-        assert proc.poll() is None and time.monotonic() < deadline, "the snapshotter did not start"
-        time.sleep(0.05)
-    return proc
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def test_sigkill_at_any_moment_then_restart(base_dir: str, sockdir: str, backend: str) -> None:
     """Kill the snapshotter while prepares, commits and removes run; after a
     restart every listed snapshot is usable and nothing else is left."""
     seed = int(os.environ.get("ROOTFS_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
     address = os.path.join(sockdir, "kill.sock")
-    proc = _start(base_dir, address, backend)
+    proc = start_process(base_dir, address, backend)
     try:
         for round_ in range(4):
             channel = grpc.insecure_channel("unix:" + address)
@@ -81,7 +60,7 @@ def test_sigkill_at_any_moment_then_restart(base_dir: str, sockdir: str, backend
             proc.wait()
             channel.close()
             os.unlink(address)
-            proc = _start(base_dir, address, backend)
+            proc = start_process(base_dir, address, backend)
             channel = grpc.insecure_channel("unix:" + address)
             client = Client(snapshots_pb2_grpc.SnapshotsStub(channel), None, address)  # type: ignore[arg-type]
             for info in client.list():
@@ -96,7 +75,7 @@ def test_sigkill_at_any_moment_then_restart(base_dir: str, sockdir: str, backend
         client.remove_all()
         channel.close()
     finally:
-        _stop(proc)
+        stop_process(proc)
     # A writer killed inside a record rewrite leaves its temporary file,
     # which gc deletes (as the boot-time unit does): nothing else is left.
     assert RootFS(base_dir, sweep=False).gc().failed == {}, f"seed {seed}"
@@ -112,7 +91,7 @@ def test_sigkill_right_after_removes_then_restart(base_dir: str, sockdir: str, b
     removals recorded; started again, it finishes them before it serves,
     leaving nothing mounted and nothing stored."""
     address = os.path.join(sockdir, "kill.sock")
-    proc = _start(base_dir, address, backend)
+    proc = start_process(base_dir, address, backend)
     try:
         channel = grpc.insecure_channel("unix:" + address)
         client = Client(snapshots_pb2_grpc.SnapshotsStub(channel), None, address)  # type: ignore[arg-type]
@@ -140,14 +119,14 @@ def test_sigkill_right_after_removes_then_restart(base_dir: str, sockdir: str, b
     kinds = {what for what, _ in pending}
     assert "layer" in kinds, "the kill came after every removal was done: nothing tested"
     os.unlink(address)
-    proc = _start(base_dir, address, backend)
+    proc = start_process(base_dir, address, backend)
     try:
         assert instance_mounts(base_dir) == []
         rfs = RootFS(base_dir, sweep=False)
         assert rfs.instances() == []
         assert len(rfs.layers()) == 1  # the empty layer alone
     finally:
-        _stop(proc)
+        stop_process(proc)
     drop_empty_layer(base_dir)
 
 
@@ -161,7 +140,7 @@ def test_sigterm_received_by_any_thread_stops_it(base_dir: str, sockdir: str, ba
     address = os.path.join(sockdir, "term.sock")
     libc = ctypes.CDLL(None, use_errno=True)
     for turn in range(3):
-        proc = _start(base_dir, address, backend)
+        proc = start_process(base_dir, address, backend)
         try:
             with grpc.insecure_channel("unix:" + address) as channel:  # the gRPC threads are up
                 list(snapshots_pb2_grpc.SnapshotsStub(channel).List(pb.ListSnapshotsRequest()))
