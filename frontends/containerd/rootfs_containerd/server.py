@@ -108,6 +108,14 @@ def main(argv: list[str] | None = None) -> int:
         help="a Cleanup reconciles the metadata with the base directory at most this often, "
         "unless an operation failed since (default 60; 0: every Cleanup)",
     )
+    parser.add_argument(
+        "--helper-nice",
+        type=int,
+        default=10,
+        metavar="N",
+        help="the niceness added to the helper processes that make roots ahead and delete "
+        "removed snapshots, so that requests get the CPU first (0 to 19; default 10)",
+    )
     args = parser.parse_args(argv)
     for name, value in (
         ("--address", args.address),
@@ -118,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{name} is empty")
     if args.spares < 0 or args.spare_idle <= 0 or args.reconcile_every < 0:
         parser.error("--spares and --reconcile-every must be 0 or more, --spare-idle more than 0")
+    if not 0 <= args.helper_nice <= 19:
+        parser.error("--helper-nice must be 0 to 19")
     logging.basicConfig(
         stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING
     )
@@ -142,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             spares=args.spares,
             spare_idle=args.spare_idle,
             reconcile_every=args.reconcile_every,
+            helper_nice=args.helper_nice,
         )
     except (RuntimeError, OSError) as exc:
         print(f"rootfs-snapshotter: {exc}", file=sys.stderr)

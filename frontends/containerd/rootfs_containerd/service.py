@@ -13,8 +13,9 @@ Slow work (a generate, a commit) never runs under the metadata lock: a
 prepare reserves its key in memory and writes its row once its instance is
 made; a commit reserves its rows first, in a transaction of its own, and
 finishes them after. A Remove only deletes the row and records what is left
-to delete, in one transaction: a worker thread deletes it after the reply
-(containerd's collector sends Removes while it holds up the next Prepare).
+to delete, in one transaction: a worker thread has a helper process
+(``helper``) delete it after the reply (containerd's collector sends Removes
+while it holds up the next Prepare).
 ``Cleanup`` (and start-up) reconcile rows, removals, instances and layers
 while no other operation runs; start-up finishes the removals a crash
 interrupted.
@@ -37,6 +38,7 @@ from rootfs_core import ErrorId, RootFS, RootFSError
 from rootfs_core.layerstore import LayerStore
 
 from rootfs_containerd import filters as filtering
+from rootfs_containerd.helper import Helper
 from rootfs_containerd.metadata import (
     ACTIVE,
     COMMITTED,
@@ -166,12 +168,15 @@ class Snapshotter:
         spares: int = 0,
         spare_idle: float = 60.0,
         reconcile_every: float = 0.0,
+        helper_nice: int = 10,
     ) -> None:
         """``spares``: how many layer stacks keep a writable root made ahead
         (none unless asked: each is an idle mount; the server asks), each for
         ``spare_idle`` seconds after its last Prepare. ``reconcile_every``:
         a Cleanup reconciles only if the last reconciliation is this many
-        seconds old, or an operation failed since (see ``cleanup``)."""
+        seconds old, or an operation failed since (see ``cleanup``).
+        ``helper_nice``: how much lower the CPU priority of the two helper
+        processes (``helper``) that make the spares and do the deletions is."""
         os.makedirs(base_dir, mode=0o700, exist_ok=True)
         self.base_dir = os.path.realpath(base_dir)
         self.backend = choose_backend(self.base_dir, backend)
@@ -207,6 +212,10 @@ class Snapshotter:
             self.db.set_meta(EMPTY_LAYER, empty)
         self.empty_layer = empty
         log.info("backend %s, base directory %s, empty layer %s", self.backend, self.base_dir, empty)
+        # One helper each for the removal worker and the spares' maker (if
+        # spares are kept), so that neither waits for the other's work.
+        self._removal_helper = Helper(self.base_dir, self.backend, nice=helper_nice)
+        self._spare_helper = Helper(self.base_dir, self.backend, nice=helper_nice) if spares else None
         self._spares = Spares(
             self._make_spare, self._remove_spare, self._gate.shared, stacks=spares, idle=spare_idle
         )
@@ -225,6 +234,9 @@ class Snapshotter:
             self._closing = True
             self._work.notify_all()
         self._worker.join()
+        self._removal_helper.close()
+        if self._spare_helper is not None:
+            self._spare_helper.close()
         self.db.close()
 
     def settle(self) -> None:
@@ -257,11 +269,13 @@ class Snapshotter:
         return layer
 
     def _make_spare(self, stack: Stack) -> str:
-        return self.rfs.generate(*stack)
+        assert self._spare_helper is not None  # spares are made only if some are kept
+        return self._spare_helper.generate(*stack)
 
     def _remove_spare(self, root: str) -> None:
+        assert self._spare_helper is not None
         try:
-            self.rfs.remove(_instance_of(root), missing_ok=True)
+            self._spare_helper.remove(_instance_of(root))
         except BaseException:
             self._strays = True
             raise
@@ -320,9 +334,9 @@ class Snapshotter:
         try:
             if removal.what == LAYER:
                 self._spares.forget(self._store.path(removal.id))
-                self.rfs.remove_layer(removal.id)
+                self._removal_helper.remove_layer(removal.id)
                 return True
-            return self.rfs.remove(removal.id, missing_ok=True)
+            return self._removal_helper.remove(removal.id)
         except RootFSError as exc:
             if exc.error_id is ErrorId.ErrNoSuchLayer:
                 return True

@@ -33,6 +33,10 @@ log = logging.getLogger("rootfs_containerd")
 
 Stack = tuple[str, ...]  # the layers a root stacks, bottom first, as paths
 SEEN = 256  # stacks remembered as used once, to tell a second use
+# Seconds a Prepare waits for the spare being made over its stack: about
+# ten times a generate here; a helper starved longer than that (its CPU
+# priority is lower) is not waited for.
+MAKING_WAIT = 0.05
 
 
 class Spares:
@@ -72,10 +76,10 @@ class Spares:
     # -------------------------------------------------------------- callers
     def take(self, stack: Stack) -> str | None:
         """The root of a ready spare over ``stack`` (now the caller's), or
-        None; either way the use is counted. The caller calls ``refill``
-        once it has answered: a new spare made meanwhile would compete with
-        it for the interpreter (each system call the caller makes lets the
-        maker run until its own next one)."""
+        None; either way the use is counted. One being made is waited for
+        (up to ``MAKING_WAIT`` seconds): it is done sooner than another
+        made from the start, which would compete with it for the CPU. The
+        caller calls ``refill`` after."""
         if self._thread is None:
             return None
         with self._cond:
@@ -88,6 +92,9 @@ class Spares:
                 self._seen[stack] = None
                 while len(self._seen) > SEEN:
                     self._seen.popitem(last=False)
+            deadline = now + MAKING_WAIT
+            while stack in self._making and not self._closing and time.monotonic() < deadline:
+                self._cond.wait(max(0.0, deadline - time.monotonic()))
             return self._ready.pop(stack, None)
 
     def refill(self) -> None:

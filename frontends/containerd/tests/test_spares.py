@@ -1,13 +1,15 @@
 """Roots made ahead (``rootfs_containerd.spares``): a Prepare over a stack
 prepared before takes a root already mounted; spares are no snapshots, go
 with their layers, when idle, and with the snapshotter, and a kill leaves
-none behind once it has started again."""
+none behind once it has started again; one being made is waited for, briefly."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -21,6 +23,7 @@ from rootfs_core.testing.checks import instance_mounts, tree_checksum
 
 from rootfs_containerd.api import snapshots_pb2 as pb
 from rootfs_containerd.api import snapshots_pb2_grpc
+from rootfs_containerd.spares import MAKING_WAIT, Spares, Stack
 
 
 def spare_roots(client: Client) -> set[str]:
@@ -184,3 +187,51 @@ def test_a_killed_snapshotter_leaves_no_spare_once_started_again(
     rfs = RootFS(base_dir)
     assert rfs.instances() == [] and instance_mounts(base_dir) == []
     drop_empty_layer(base_dir)
+
+
+class SlowMaker:
+    """A maker of spares that starts at once and finishes when released
+    (a generate held up: fault injection, no mounts)."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.made: list[str] = []
+
+    def make(self, stack: Stack) -> str:
+        self.started.set()
+        assert self.release.wait(10)
+        self.made.append(f"/nowhere/{stack[-1]}-{len(self.made)}")
+        return self.made[-1]
+
+
+@contextlib.contextmanager
+def slow_spares() -> Iterator[tuple[Spares, SlowMaker]]:
+    maker = SlowMaker()
+    spares = Spares(maker.make, lambda root: None, contextlib.nullcontext, stacks=1, idle=60)
+    try:
+        yield spares, maker
+    finally:
+        maker.release.set()
+        spares.close()
+
+
+def test_a_prepare_waits_for_the_spare_being_made_over_its_stack() -> None:
+    """Made in part already, it is ready sooner than a root made anew."""
+    with slow_spares() as (spares, maker):
+        assert spares.take(("L",)) is None and spares.take(("L",)) is None  # used twice: kept
+        spares.refill()
+        assert maker.started.wait(10)
+        threading.Timer(MAKING_WAIT / 5, maker.release.set).start()
+        assert spares.take(("L",)) == "/nowhere/L-0"
+
+
+def test_a_spare_made_too_slowly_is_not_waited_for() -> None:
+    with slow_spares() as (spares, maker):
+        assert spares.take(("L",)) is None and spares.take(("L",)) is None
+        spares.refill()
+        assert maker.started.wait(10)
+        start = time.monotonic()
+        assert spares.take(("L",)) is None
+        assert MAKING_WAIT <= time.monotonic() - start < MAKING_WAIT + 1
+        assert maker.made == []

@@ -1,0 +1,143 @@
+"""The helper processes that make roots ahead and delete removed snapshots
+(``rootfs_containerd.helper``): their priority, their errors, and that they
+never outlive the snapshotter."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import grpc
+import pytest
+from conftest import Client, drop_empty_layer, start_process, stop_process
+from rootfs_core import ErrorId, RootFS, RootFSError
+
+from rootfs_containerd.api import snapshots_pb2_grpc
+from rootfs_containerd.helper import Helper, HelperError
+from rootfs_containerd.service import Snapshotter
+
+
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat after the command's name: state, ppid, ..., nice at 16."""
+    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+        return fh.read().rsplit(")", 1)[1].split()
+
+
+def _helpers(base: str) -> dict[int, list[str]]:
+    """The live helper processes working on ``base``: pid -> its stat fields."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                argv = fh.read().split(b"\0")
+            fields = _stat(int(entry))
+        except OSError:  # gone meanwhile
+            continue
+        if b"rootfs_containerd.helper" in argv and os.fsencode(base) in argv and fields[0] != "Z":
+            found[int(entry)] = fields
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    """Those of ``pids`` still running (a zombie is not)."""
+    alive = set()
+    for pid in pids:
+        try:
+            if _stat(pid)[0] != "Z":
+                alive.add(pid)
+        except OSError:
+            pass
+    return alive
+
+
+def _gone(pids: set[int], seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while _alive(pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_helpers_are_niced_and_die_with_a_killed_snapshotter(
+    base_dir: str, sockdir: str, backend: str
+) -> None:
+    """Two helpers, children of the snapshotter at the niceness asked for;
+    SIGKILL the snapshotter after they did some work and they are gone too
+    (started again, it cleans up what the kill left)."""
+    address = os.path.join(sockdir, "helpers.sock")
+    proc = start_process(base_dir, address, backend, "--helper-nice", "7")
+    try:
+        helpers = _helpers(base_dir)
+        assert len(helpers) == 2
+        assert {int(fields[1]) for fields in helpers.values()} == {proc.pid}
+        assert {int(fields[16]) for fields in helpers.values()} == {7}
+        with grpc.insecure_channel("unix:" + address) as channel:
+            client = Client(snapshots_pb2_grpc.SnapshotsStub(channel), None, address)  # type: ignore[arg-type]
+            root = client.prepare("a")
+            with open(os.path.join(root, "f"), "w") as fh:
+                fh.write("x")
+            client.commit("A", "a")
+            for n in range(3):  # the third over A takes a root made ahead by a helper
+                client.prepare(f"k{n}", "A")
+            client.remove("k0")
+        proc.kill()
+        proc.wait()
+        assert _gone(set(helpers)), f"helpers left running: {_helpers(base_dir)}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    os.unlink(address)
+    proc = start_process(base_dir, address, backend)
+    try:
+        with grpc.insecure_channel("unix:" + address) as channel:
+            Client(snapshots_pb2_grpc.SnapshotsStub(channel), None, address).remove_all()  # type: ignore[arg-type]
+    finally:
+        stop_process(proc)
+    assert _helpers(base_dir) == {}
+    assert RootFS(base_dir, sweep=False).instances() == []
+    drop_empty_layer(base_dir)
+
+
+def test_a_helper_killed_between_calls_is_started_again(base_dir: str, backend: str) -> None:
+    """Kill the helper of an idle snapshotter (one: it keeps no spares): the
+    next removal is done by a new one, and closing the snapshotter ends it."""
+    snapshotter = Snapshotter(base_dir, backend)
+    try:
+        first = _helpers(base_dir)
+        assert len(first) == 1
+        for pid in first:
+            os.kill(pid, signal.SIGKILL)
+        assert _gone(set(first))
+        (mount,) = snapshotter.prepare("a", "", {})
+        with open(os.path.join(mount[1], "f"), "w") as fh:
+            fh.write("x")
+        snapshotter.remove("a")
+        snapshotter.settle()
+        assert RootFS(base_dir, sweep=False).instances() == []
+        again = _helpers(base_dir)
+        assert len(again) == 1 and not set(again) & set(first)
+    finally:
+        snapshotter.close()
+    assert _helpers(base_dir) == {}
+    drop_empty_layer(base_dir)
+
+
+def test_a_helper_keeps_the_cores_error_and_refuses_calls_once_closed(base_dir: str, backend: str) -> None:
+    helper = Helper(base_dir, backend, nice=0)
+    try:
+        with pytest.raises(RootFSError) as caught:
+            helper.remove_layer("f" * 64)
+        assert caught.value.error_id is ErrorId.ErrNoSuchLayer
+        with pytest.raises(RootFSError) as caught:
+            helper.remove(os.path.join(base_dir, "..", "elsewhere"))
+        assert caught.value.error_id is ErrorId.ErrNotOurRoot
+    finally:
+        helper.close()
+    assert _helpers(base_dir) == {}
+    with pytest.raises(HelperError, match="closed"):
+        helper.remove_layer("f" * 64)
