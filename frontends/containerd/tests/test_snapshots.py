@@ -480,7 +480,15 @@ def test_the_socket_is_root_s_alone(client: Client) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", [["--spares", "-1"], ["--spare-idle", "0"], ["--reconcile-every", "-5"], ["--spares", "many"]]
+    "bad",
+    [
+        ["--spares", "-1"],
+        ["--spare-idle", "0"],
+        ["--reconcile-every", "-5"],
+        ["--spares", "many"],
+        ["--helper-nice", "20"],
+        ["--helper-nice", "-1"],
+    ],
 )
 def test_bad_numbers_are_refused_before_anything_starts(sockdir: str, bad: list[str]) -> None:
     base = os.path.join(sockdir, "never-made")
