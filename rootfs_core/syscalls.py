@@ -110,6 +110,8 @@ class _Libc:
         self.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
         self.syscall = lib.syscall
         self.syscall.restype = ctypes.c_long
+        self.syncfs = lib.syncfs
+        self.syncfs.argtypes = [ctypes.c_int]
         self.statx = lib.statx
         self.statx.argtypes = [
             ctypes.c_int,
@@ -134,6 +136,16 @@ def _check(result: int, what: str, path: str) -> None:
     if result != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}", path)
+
+
+def syncfs(path: str) -> None:
+    """syncfs(2): write everything of the filesystem holding ``path`` that is
+    still only in memory (data, metadata, journal) to its disk, and wait."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _check(_lib().syncfs(fd), "syncfs", path)
+    finally:
+        os.close(fd)
 
 
 def mount_info(path: str | None = None, fd: int | None = None) -> tuple[int, bool]:

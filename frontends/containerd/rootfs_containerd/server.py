@@ -116,6 +116,14 @@ def main(argv: list[str] | None = None) -> int:
         help="the niceness added to the helper processes that make roots ahead and delete "
         "removed snapshots, so that requests get the CPU first (0 to 19; default 10)",
     )
+    parser.add_argument(
+        "--no-sync-commits",
+        dest="sync_commits",
+        action="store_false",
+        help="a Commit does not wait for the base directory's filesystem to reach the disk "
+        "(syncfs) before recording the layer: faster on a busy disk, but a power cut can leave "
+        "a committed snapshot whose files are empty or missing",
+    )
     args = parser.parse_args(argv)
     for name, value in (
         ("--address", args.address),
@@ -153,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             spare_idle=args.spare_idle,
             reconcile_every=args.reconcile_every,
             helper_nice=args.helper_nice,
+            sync_commits=args.sync_commits,
         )
     except (RuntimeError, OSError) as exc:
         print(f"rootfs-snapshotter: {exc}", file=sys.stderr)

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 
 from rootfs_core import ErrorId, RootFS, RootFSError
 from rootfs_core.layerstore import LayerStore
+from rootfs_core.syscalls import syncfs
 
 from rootfs_containerd import filters as filtering
 from rootfs_containerd.helper import Helper
@@ -169,6 +170,7 @@ class Snapshotter:
         spare_idle: float = 60.0,
         reconcile_every: float = 0.0,
         helper_nice: int = 10,
+        sync_commits: bool = True,
     ) -> None:
         """``spares``: how many layer stacks keep a writable root made ahead
         (none unless asked: each is an idle mount; the server asks), each for
@@ -176,7 +178,10 @@ class Snapshotter:
         a Cleanup reconciles only if the last reconciliation is this many
         seconds old, or an operation failed since (see ``cleanup``).
         ``helper_nice``: how much lower the CPU priority of the two helper
-        processes (``helper``) that make the spares and do the deletions is."""
+        processes (``helper``) that make the spares and do the deletions is.
+        ``sync_commits``: a Commit writes the base directory's filesystem to
+        its disk (syncfs) before its row says the layer is there (see
+        ``commit``)."""
         os.makedirs(base_dir, mode=0o700, exist_ok=True)
         self.base_dir = os.path.realpath(base_dir)
         self.backend = choose_backend(self.base_dir, backend)
@@ -194,6 +199,7 @@ class Snapshotter:
         self._closing = False
         self._failed: set[int] = set()  # tried and failed: tried again by Cleanup or a restart
         self._reconcile_every = reconcile_every
+        self._sync_commits = sync_commits
         self._reconciled = 0.0  # time.monotonic() of the last reconciliation
         # An operation failed after the core made something (an instance or
         # a layer no row may explain): the next Cleanup reconciles.
@@ -590,6 +596,16 @@ class Snapshotter:
                 raise
             try:
                 layer = _stored_id(result)
+                if self._sync_commits:
+                    # The row must not reach the disk before the layer's
+                    # files: after a power cut it would name a layer of
+                    # empty or missing files, which containerd never unpacks
+                    # again (its own snapshotters had that bug: containerd
+                    # issues 5854, 8895). A fuse-overlayfs root's upper, or
+                    # an overlay whose mount lives on in another namespace,
+                    # is not synced by the unmount; nor are the core's
+                    # records and the layer's move into the store.
+                    syncfs(self.base_dir)
                 with self.db.transaction(durable=True):  # an image layer: what containerd cannot make again
                     self.db.delete(key)
                     self.db.update(

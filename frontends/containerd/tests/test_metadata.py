@@ -1,5 +1,7 @@
 """What reaches the disk when: only a durable transaction (a Commit's)
-waits for it; the others survive a kill of the process, not a power loss."""
+waits for it, and a Commit first writes the whole filesystem (syncfs), so
+its row never reaches the disk before its layer's files; the others survive
+a kill of the process, not a power loss."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import subprocess
 import sys
 
 import pytest
+from conftest import drop_empty_layer
+from rootfs_core import RootFS
 from rootfs_core.testing.fixtures import remove_scratch, scratch_dir
 
 SCRIPT = """
@@ -63,3 +67,52 @@ def test_only_a_durable_transaction_flushes_to_the_disk() -> None:
         remove_scratch(top)
     assert (counts["normal"], counts["normal-again"]) == (0, 0)
     assert counts["durable"] >= 1
+
+
+COMMIT = """
+import os, sys
+from rootfs_containerd.service import Snapshotter
+s = Snapshotter(sys.argv[1], sys.argv[2], sync_commits=sys.argv[3] == "sync")
+((_, root, _),) = s.prepare("a", "", {})
+with open(os.path.join(root, "file"), "w") as fh:
+    fh.write("data")
+os.write(2, b"<commit>")
+s.commit("A", "a", {})
+os.write(2, b"<committed>")
+s.remove("A")
+s.close()
+"""
+
+
+def _syscalls_after(trace: str, mark: str, until: str) -> list[str]:
+    """The syncfs and fdatasync calls (that succeeded) between two marks, in order."""
+    calls: list[str] = []
+    inside = False
+    for line in trace.splitlines():
+        if "write(2," in line and f'"<{mark}>"' in line:
+            inside = True
+        elif "write(2," in line and f'"<{until}>"' in line:
+            break
+        elif inside and "= 0" in line:
+            calls += [name for name in ("syncfs", "fdatasync") if f"{name}(" in line]
+    return calls
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace (apt-get install strace)")
+@pytest.mark.parametrize("sync", [True, False], ids=["sync", "no-sync"])
+def test_a_commit_writes_the_filesystem_before_its_durable_row(base_dir: str, backend: str, sync: bool) -> None:
+    trace = os.path.join(scratch_dir("trace-"), "trace")
+    try:
+        argv = [sys.executable, "-c", COMMIT, base_dir, backend, "sync" if sync else "no"]
+        subprocess.run([*STRACE[:-1], "trace=write,syncfs,fdatasync", "-o", trace, *argv], check=True)
+        with open(trace, encoding="utf-8", errors="replace") as fh:
+            calls = _syscalls_after(fh.read(), "commit", "committed")
+    finally:
+        remove_scratch(os.path.dirname(trace))
+    assert RootFS(base_dir, sweep=False).instances() == []
+    drop_empty_layer(base_dir)
+    if sync:
+        assert calls[:1] == ["syncfs"] and calls.count("syncfs") == 1
+        assert "fdatasync" in calls[1:]  # the durable row, after
+    else:
+        assert "syncfs" not in calls and "fdatasync" in calls
