@@ -100,7 +100,7 @@ def _syscalls_after(trace: str, mark: str, until: str) -> list[str]:
 
 @pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace (apt-get install strace)")
 @pytest.mark.parametrize("sync", [True, False], ids=["sync", "no-sync"])
-def test_a_commit_writes_the_filesystem_before_its_durable_row(base_dir: str, backend: str, sync: bool) -> None:
+def test_a_commit_syncs_the_filesystem_before_its_row(base_dir: str, backend: str, sync: bool) -> None:
     trace = os.path.join(scratch_dir("trace-"), "trace")
     try:
         argv = [sys.executable, "-c", COMMIT, base_dir, backend, "sync" if sync else "no"]
