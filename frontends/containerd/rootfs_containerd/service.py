@@ -677,13 +677,13 @@ class Snapshotter:
             parsed = [filtering.parse(text) for text in filters if text]
         except filtering.FilterError as exc:
             raise SnapshotError(Code.INVALID_ARGUMENT, str(exc)) from exc
+        rows = [row for row in self.db.rows() if row.state in VISIBLE]
+        if not parsed:  # containerd's collector lists them all at each collection
+            return rows
         return [
             row
-            for row in self.db.rows()
-            if row.state in VISIBLE
-            and filtering.matches(
-                parsed, filtering.snapshot_fields(row.key, row.parent, row.kind, row.labels)
-            )
+            for row in rows
+            if filtering.matches(parsed, filtering.snapshot_fields(row.key, row.parent, row.kind, row.labels))
         ]
 
     def usage(self, key: str) -> tuple[int, int]:

@@ -5,8 +5,10 @@ a kill of the process, not a power loss."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 
@@ -116,3 +118,46 @@ def test_a_commit_syncs_the_filesystem_before_its_row(base_dir: str, backend: st
         assert "fdatasync" in calls[1:]  # the durable row, after
     else:
         assert "syncfs" not in calls and "fdatasync" in calls
+
+
+def _on_disk(path: str) -> list[tuple[str, str, str | None, str]]:
+    """The rows as a fresh connection reads them from the file: (key, state, layer, labels)."""
+    from rootfs_containerd.metadata import Metadata
+
+    fresh = Metadata(path)
+    try:
+        return [(r.key, r.state, r.layer, json.dumps(r.labels)) for r in fresh.rows()]
+    finally:
+        fresh.close()
+
+
+def test_rows_read_from_memory_follow_commits_and_rollbacks() -> None:
+    """What the open connection reads (kept in memory) is what the file
+    holds, after a transaction that commits and one that fails midway."""
+    from rootfs_containerd.metadata import Metadata, Row
+
+    top = scratch_dir("meta-")
+    path = os.path.join(top, "snapshots.db")
+    try:
+        db = Metadata(path)
+        try:
+            with db.transaction():
+                for key in ("a", "b", "c"):
+                    db.insert(Row(key, "active", None, "ready", key, None, 0, 0, 1.0, 1.0, {"n": key}))
+            with pytest.raises(RuntimeError), db.transaction():
+                db.update("a", state="committing", labels={"n": "changed"})
+                db.delete("b")
+                db.insert(Row("d", "active", None, "ready", "d", None, 0, 0, 2.0, 2.0, {}))
+                with pytest.raises(sqlite3.IntegrityError):
+                    db.insert(Row("c", "active", None, "ready", "c", None, 0, 0, 2.0, 2.0, {}))
+                raise RuntimeError("midway")
+            db.update("c", layer="L", labels={"n": "c2"})
+            db.delete("a")
+            seen = [(r.key, r.state, r.layer, json.dumps(r.labels)) for r in db.rows()]
+            assert seen == [("b", "ready", None, '{"n": "b"}'), ("c", "ready", "L", '{"n": "c2"}')]
+            assert seen == _on_disk(path)
+            assert db.exists("b") and not db.exists("a") and db.children("b") == []
+        finally:
+            db.close()
+    finally:
+        remove_scratch(top)
