@@ -73,6 +73,12 @@ def _rpc(method: F) -> F:
 class Servicer(snapshots_pb2_grpc.SnapshotsServicer):  # type: ignore[misc]
     def __init__(self, snapshotter: Snapshotter) -> None:
         self.snapshotter = snapshotter
+        # Each row's Info as the last full List made it: containerd's
+        # collector lists every snapshot at each collection, while it holds
+        # up Prepares, and making an Info costs 6 us where reusing one costs
+        # 1. A row is replaced, never changed, when its snapshot changes
+        # (metadata.Row is frozen), so the same row object means the same Info.
+        self._infos: dict[str, tuple[Row, snapshots_pb2.Info]] = {}
 
     @_rpc
     def Prepare(self, request: Any, context: grpc.ServicerContext) -> snapshots_pb2.PrepareSnapshotResponse:
@@ -113,10 +119,16 @@ class Servicer(snapshots_pb2_grpc.SnapshotsServicer):  # type: ignore[misc]
         self, request: Any, context: grpc.ServicerContext
     ) -> Iterator[snapshots_pb2.ListSnapshotsResponse]:
         rows = self.snapshotter.walk(list(request.filters))
-        for start in range(0, len(rows), LIST_BATCH):
-            yield snapshots_pb2.ListSnapshotsResponse(
-                info=[info(row) for row in rows[start : start + LIST_BATCH]]
-            )
+        known = self._infos
+        made: dict[str, tuple[Row, snapshots_pb2.Info]] = {}
+        for row in rows:
+            cached = known.get(row.key)
+            made[row.key] = cached if cached is not None and cached[0] is row else (row, info(row))
+        if not any(request.filters):
+            self._infos = made  # all of them: the removed ones are forgotten
+        infos = [made[row.key][1] for row in rows]
+        for start in range(0, len(infos), LIST_BATCH):
+            yield snapshots_pb2.ListSnapshotsResponse(info=infos[start : start + LIST_BATCH])
 
     @_rpc
     def Usage(self, request: Any, context: grpc.ServicerContext) -> snapshots_pb2.UsageResponse:

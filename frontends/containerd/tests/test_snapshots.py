@@ -225,6 +225,22 @@ def test_list_walks_everything_and_filters(client: Client) -> None:
     assert code_of(lambda: client.list("parent==A,")) == grpc.StatusCode.INVALID_ARGUMENT
 
 
+def test_a_full_list_after_changes_shows_them(client: Client) -> None:
+    """Unfiltered Lists (the collector's) reuse the Info of a row that did
+    not change: an updated label, a commit and a removal all show."""
+    client.prepare("a", tier="one")
+    client.prepare("b")
+    assert {i.name: dict(i.labels) for i in client.list()} == {"a": {"tier": "one"}, "b": {}}
+    request = pb.UpdateSnapshotRequest(info=pb.Info(name="a", labels={"tier": "two"}))
+    client.stub.Update(request)
+    client.commit("B", "b", tier="base")
+    assert {i.name: dict(i.labels) for i in client.list()} == {"a": {"tier": "two"}, "B": {"tier": "base"}}
+    assert {i.name: i.kind for i in client.list()} == {"a": pb.ACTIVE, "B": pb.COMMITTED}
+    client.remove("a")
+    assert [i.name for i in client.list()] == ["B"]
+    assert [i.name for i in client.list("kind==committed")] == ["B"]
+
+
 def test_remove_an_active_snapshot(client: Client) -> None:
     root = client.prepare("a")
     write(root, "f")
