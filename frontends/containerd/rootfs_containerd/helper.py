@@ -38,6 +38,7 @@ from typing import Any
 
 from rootfs_core import ErrorId, RootFS, RootFSError
 from rootfs_core.errors import ImplErrorId
+from rootfs_core.log import LOGGER_NAME
 from rootfs_core.syscalls import dying_with_parent
 
 log = logging.getLogger("rootfs_containerd")
@@ -67,6 +68,8 @@ class Helper:
             "--backend",
             backend,
         ]
+        if logging.getLogger(LOGGER_NAME).isEnabledFor(logging.INFO):  # rootfs-snapshotter -vv
+            program.append("--log-steps")
         self._argv = ["nice", "-n", str(nice), *program]
         self._lock = threading.Lock()
         self._closed = False
@@ -153,9 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rootfs_containerd.helper", description=__doc__.split("\n\n")[0])
     parser.add_argument("--base-dir", required=True)
     parser.add_argument("--backend", required=True)
+    parser.add_argument("--log-steps", action="store_true", help="log the core's steps (mkdir, mount...)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if args.log_steps:
+        logging.getLogger(LOGGER_NAME).setLevel(logging.INFO)
     logging.basicConfig(
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s helper %(name)s: %(message)s",

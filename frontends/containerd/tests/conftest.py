@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import IO, Any
 
 import grpc
 import pytest
@@ -85,11 +85,15 @@ def stop(snapshotter: Snapshotter, server: grpc.Server) -> None:
     snapshotter.close()
 
 
-def start_process(base: str, address: str, backend: str, *extra: str) -> subprocess.Popen[bytes]:
+def start_process(
+    base: str, address: str, backend: str, *extra: str, stderr: IO[bytes] | None = None
+) -> subprocess.Popen[bytes]:
     """``rootfs-snapshotter`` (with ``extra`` arguments) as a process of its
-    own, for tests that kill it; returned once it listens."""
+    own, for tests that kill it; returned once it listens. Its log goes to
+    ``stderr`` (by default nowhere)."""
     command = [sys.executable, "-m", "rootfs_containerd", "--address", address, "--base-dir", base]
-    proc = subprocess.Popen([*command, "--backend", backend, *extra], stderr=subprocess.DEVNULL)
+    out = subprocess.DEVNULL if stderr is None else stderr
+    proc = subprocess.Popen([*command, "--backend", backend, *extra], stderr=out)
     deadline = time.monotonic() + 30
     while not os.path.exists(address):
         assert proc.poll() is None and time.monotonic() < deadline, "the snapshotter did not start"

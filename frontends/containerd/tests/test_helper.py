@@ -141,3 +141,25 @@ def test_a_helper_keeps_the_cores_error_and_refuses_calls_once_closed(base_dir: 
     assert _helpers(base_dir) == {}
     with pytest.raises(HelperError, match="closed"):
         helper.remove_layer("f" * 64)
+
+
+def test_with_vv_a_helper_logs_the_cores_steps(base_dir: str, sockdir: str, backend: str) -> None:
+    """``-vv`` shows the core's steps, the deletions a helper does included."""
+    address = os.path.join(sockdir, "vv.sock")
+    log = os.path.join(sockdir, "stderr")
+    with open(log, "wb") as err:
+        proc = start_process(base_dir, address, backend, "-vv", stderr=err)
+        try:
+            with grpc.insecure_channel("unix:" + address) as channel:
+                client = Client(snapshots_pb2_grpc.SnapshotsStub(channel), None, address)  # type: ignore[arg-type]
+                root = client.prepare("a")
+                client.remove("a")
+        finally:
+            stop_process(proc)
+    with open(log, encoding="utf-8", errors="replace") as fh:
+        lines = fh.read().splitlines()
+    os.unlink(log)
+    assert proc.returncode == 0
+    assert any(" helper rootfs: " in line and root in line for line in lines), lines[-20:]
+    assert not os.path.exists(root)
+    drop_empty_layer(base_dir)
