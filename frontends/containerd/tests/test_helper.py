@@ -36,8 +36,20 @@ def _helpers(base: str) -> dict[int, list[str]]:
             fields = _stat(int(entry))
         except OSError:  # gone meanwhile
             continue
-        if b"rootfs_containerd.helper" in argv and os.fsencode(base) in argv and fields[0] != "Z":
+        # The interpreter itself, not setpriv or nice about to exec it.
+        python = argv[1:3] == [b"-m", b"rootfs_containerd.helper"]
+        if python and os.fsencode(base) in argv and fields[0] != "Z":
             found[int(entry)] = fields
+    return found
+
+
+def _started(base: str, count: int, seconds: float = 10) -> dict[int, list[str]]:
+    """The helpers of ``base`` once there are ``count`` running Python (each
+    is exec'ed by setpriv, then by nice, before)."""
+    deadline = time.monotonic() + seconds
+    while len(found := _helpers(base)) != count:
+        assert time.monotonic() < deadline, f"helpers of {base}: {found}"
+        time.sleep(0.02)
     return found
 
 
@@ -71,8 +83,7 @@ def test_helpers_are_niced_and_die_with_a_killed_snapshotter(
     address = os.path.join(sockdir, "helpers.sock")
     proc = start_process(base_dir, address, backend, "--helper-nice", "7")
     try:
-        helpers = _helpers(base_dir)
-        assert len(helpers) == 2
+        helpers = _started(base_dir, 2)
         assert {int(fields[1]) for fields in helpers.values()} == {proc.pid}
         assert {int(fields[16]) for fields in helpers.values()} == {7}
         with grpc.insecure_channel("unix:" + address) as channel:
@@ -108,8 +119,7 @@ def test_a_helper_killed_between_calls_is_started_again(base_dir: str, backend: 
     next removal is done by a new one, and closing the snapshotter ends it."""
     snapshotter = Snapshotter(base_dir, backend)
     try:
-        first = _helpers(base_dir)
-        assert len(first) == 1
+        first = _started(base_dir, 1)
         for pid in first:
             os.kill(pid, signal.SIGKILL)
         assert _gone(set(first))
@@ -119,8 +129,8 @@ def test_a_helper_killed_between_calls_is_started_again(base_dir: str, backend: 
         snapshotter.remove("a")
         snapshotter.settle()
         assert RootFS(base_dir, sweep=False).instances() == []
-        again = _helpers(base_dir)
-        assert len(again) == 1 and not set(again) & set(first)
+        again = _started(base_dir, 1)
+        assert not set(again) & set(first)
     finally:
         snapshotter.close()
     assert _helpers(base_dir) == {}
