@@ -41,8 +41,6 @@ from rootfs_core.errors import ImplErrorId
 from rootfs_core.log import LOGGER_NAME
 from rootfs_core.syscalls import dying_with_parent
 
-log = logging.getLogger("rootfs_containerd")
-
 _ID_KINDS: dict[str, type[ErrorId] | type[ImplErrorId]] = {"ErrorId": ErrorId, "ImplErrorId": ImplErrorId}
 
 
@@ -124,7 +122,7 @@ class Helper:
                 proc.stdin.write(json.dumps({"op": op, "args": args}).encode() + b"\n")
                 proc.stdin.flush()
                 line = proc.stdout.readline()
-            except OSError:  # a broken pipe: it died between two calls
+            except OSError:  # a broken pipe: it died after the poll above
                 line = b""
             if not line:
                 self._proc = None
