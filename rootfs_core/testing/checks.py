@@ -7,7 +7,15 @@ import os
 from rootfs_core.checksum import tree_checksum as tree_checksum  # where tests have always found it
 from rootfs_core.mounttable import mount_points, mounts_below
 
-__all__ = ["instance_mounts", "mount_options", "mount_points", "mounts_below", "open_errno", "tree_checksum"]
+__all__ = [
+    "command_lines",
+    "instance_mounts",
+    "mount_options",
+    "mount_points",
+    "mounts_below",
+    "open_errno",
+    "tree_checksum",
+]
 
 
 def instance_mounts(base: str) -> list[str]:
@@ -35,3 +43,18 @@ def open_errno(path: str) -> int | None:
         return exc.errno
     os.close(fd)
     return None
+
+
+def command_lines() -> dict[int, list[bytes]]:
+    """Every process's command line, by pid (those that end meanwhile left
+    out; one being exec'ed may show an empty one): to find the helpers and
+    daemons a test expects alive, or gone."""
+    found = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as fh:
+                    found[int(name)] = fh.read().split(b"\0")
+            except OSError:
+                continue
+    return found

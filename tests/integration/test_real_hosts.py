@@ -35,7 +35,7 @@ from integration_support import assert_cli_error, cli_argv, cli_env, list_json, 
 
 from rootfs_core import ErrorId, RootFS, RootFSError
 from rootfs_core.syscalls import MS_UNBINDABLE, LinuxSyscalls
-from rootfs_core.testing.checks import mount_points, mounts_below, tree_checksum
+from rootfs_core.testing.checks import command_lines, mount_points, mounts_below, tree_checksum
 from rootfs_core.testing.fixtures import assert_base_dir_clean
 from rootfs_core.testing.neighbours import (
     HOLDS,
@@ -118,18 +118,12 @@ def _state(rfs: RootFS, root: str) -> list[str]:
 
 def _fuse_daemons(path: str) -> list[int]:
     """Live fuse-overlayfs processes whose command line mentions ``path``."""
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/cmdline", "rb") as fh:
-                argv = fh.read().split(b"\0")
-        except OSError:
-            continue
-        if os.path.basename(argv[0]) == b"fuse-overlayfs" and any(os.fsencode(path) in a for a in argv):
-            found.append(int(name))
-    return found
+    wanted = os.fsencode(path)
+    return [
+        pid
+        for pid, argv in command_lines().items()
+        if os.path.basename(argv[0]) == b"fuse-overlayfs" and any(wanted in a for a in argv)
+    ]
 
 
 def _finish(rfs: RootFS, root: str) -> None:

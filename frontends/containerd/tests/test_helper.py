@@ -12,6 +12,7 @@ import grpc
 import pytest
 from conftest import Client, drop_empty_layer, start_process, stop_process
 from rootfs_core import ErrorId, RootFS, RootFSError
+from rootfs_core.testing.checks import command_lines
 
 from rootfs_containerd.api import snapshots_pb2_grpc
 from rootfs_containerd.helper import Helper, HelperError
@@ -27,19 +28,16 @@ def _stat(pid: int) -> list[str]:
 def _helpers(base: str) -> dict[int, list[str]]:
     """The live helper processes working on ``base``: pid -> its stat fields."""
     found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
+    for pid, argv in command_lines().items():
+        # The interpreter itself, not setpriv or nice about to exec it.
+        if argv[1:3] != [b"-m", b"rootfs_containerd.helper"] or os.fsencode(base) not in argv:
             continue
         try:
-            with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                argv = fh.read().split(b"\0")
-            fields = _stat(int(entry))
+            fields = _stat(pid)
         except OSError:  # gone meanwhile
             continue
-        # The interpreter itself, not setpriv or nice about to exec it.
-        python = argv[1:3] == [b"-m", b"rootfs_containerd.helper"]
-        if python and os.fsencode(base) in argv and fields[0] != "Z":
-            found[int(entry)] = fields
+        if fields[0] != "Z":
+            found[pid] = fields
     return found
 
 
