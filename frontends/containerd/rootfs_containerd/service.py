@@ -225,7 +225,13 @@ class Snapshotter:
         self._spares = Spares(
             self._make_spare, self._remove_spare, self._gate.shared, stacks=spares, idle=spare_idle
         )
-        self.reconcile(starting=True)
+        try:
+            self.reconcile(starting=True)
+        except BaseException:  # no snapshotter: none of its processes and threads either
+            self._spares.close()
+            self._close_helpers()
+            self.db.close()
+            raise
         self._worker = threading.Thread(target=self._remove_in_background, name="remover", daemon=True)
         self._worker.start()
 
@@ -240,10 +246,13 @@ class Snapshotter:
             self._closing = True
             self._work.notify_all()
         self._worker.join()
+        self._close_helpers()
+        self.db.close()
+
+    def _close_helpers(self) -> None:
         self._removal_helper.close()
         if self._spare_helper is not None:
             self._spare_helper.close()
-        self.db.close()
 
     def settle(self) -> None:
         """Wait until every removal asked for so far has been tried."""

@@ -171,3 +171,20 @@ def test_with_vv_a_helper_logs_the_cores_steps(base_dir: str, sockdir: str, back
     assert any(" helper rootfs: " in line and root in line for line in lines), lines[-20:]
     assert not os.path.exists(root)
     drop_empty_layer(base_dir)
+
+
+def test_a_snapshotter_that_fails_to_start_leaves_no_helper(
+    base_dir: str, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The start-up reconciliation fails (injected): the constructor raises
+    and its helpers are gone with it."""
+
+    def fail(self: Snapshotter, *, starting: bool) -> dict[str, list[str]]:
+        raise OSError(5, "injected: the reconciliation failed")
+
+    monkeypatch.setattr(Snapshotter, "reconcile", fail)
+    with pytest.raises(OSError, match="injected"):
+        Snapshotter(base_dir, backend, spares=2)
+    assert _helpers(base_dir) == {}
+    monkeypatch.undo()
+    drop_empty_layer(base_dir)
