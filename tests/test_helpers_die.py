@@ -20,6 +20,7 @@ import pytest
 
 from rootfs_core import syscalls
 from rootfs_core.syscalls import UMOUNT_NOFOLLOW, LinuxSyscalls, inherit_fd, inheriting, release_fd
+from rootfs_core.testing.checks import is_gone, process_state
 from rootfs_core.testing.fixtures import remove_scratch, scratch_dir
 
 # The process rootfs runs in: it registers an fd to inherit, then starts a
@@ -76,16 +77,6 @@ def start(what: str, marker: str, source: str, target: str, *argv: str) -> subpr
     )
 
 
-def stat_of(pid: int) -> tuple[str, int] | None:
-    """(state, parent pid) of a process, None once it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            fields = fh.read().rsplit(b")", 1)[1].split()
-    except OSError:
-        return None
-    return fields[0].decode(), int(fields[1])
-
-
 def argv_of(pid: int) -> list[bytes]:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as fh:
@@ -100,7 +91,8 @@ def wait_for_child(parent: subprocess.Popen[bytes], program: str, timeout: float
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for name in os.listdir("/proc"):
-            if name.isdigit() and (stat_of(int(name)) or ("", 0))[1] == parent.pid:
+            found = process_state(int(name)) if name.isdigit() else None
+            if found is not None and found.parent == parent.pid:
                 argv = argv_of(int(name))
                 if argv and os.path.basename(argv[0]) == program.encode():
                     return int(name)
@@ -109,18 +101,6 @@ def wait_for_child(parent: subprocess.Popen[bytes], program: str, timeout: float
             pytest.fail(f"the rootfs process exited ({parent.returncode}): {err.decode()}")
         time.sleep(0.01)
     pytest.fail(f"no {program} started by {parent.pid} within {timeout} s")
-
-
-def is_gone(pid: int, within: float) -> bool:
-    """Whether ``pid`` is gone (or dead, a zombie) within ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        state = stat_of(pid)
-        if state is None or state[0] in ("Z", "X"):
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
 
 
 def fd_targets(pid: int) -> list[str]:
@@ -154,7 +134,7 @@ def test_cp_dies_with_rootfs_and_holds_the_inherited_fd(tmpfs: str) -> None:
         try:
             cp = wait_for_child(rootfs, "cp")
             time.sleep(0.1)
-            assert stat_of(cp) is not None and not is_gone(cp, 0), "cp finished: the lease did not hold it"
+            assert not is_gone(cp, 0), "cp finished: the lease did not hold it"
             inherited = fd_targets(cp)
             rootfs.send_signal(signal.SIGKILL)
             rootfs.wait()

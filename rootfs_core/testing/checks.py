@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import time
 
 from rootfs_core.checksum import tree_checksum as tree_checksum  # where tests have always found it
 from rootfs_core.mounttable import mount_points, mounts_below
 
 __all__ = [
+    "ProcessState",
     "command_lines",
     "instance_mounts",
+    "is_gone",
     "mount_options",
     "mount_points",
     "mounts_below",
     "open_errno",
+    "process_state",
     "tree_checksum",
 ]
 
@@ -58,3 +63,34 @@ def command_lines() -> dict[int, list[bytes]]:
             except OSError:
                 continue
     return found
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessState:
+    """What /proc/PID/stat says of a process that tests look at."""
+
+    state: str  # R, S, D, Z (a zombie: dead, not yet reaped), ...
+    parent: int
+    nice: int
+
+
+def process_state(pid: int) -> ProcessState | None:
+    """The state of process ``pid``, None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()  # after the command's name
+    except OSError:
+        return None
+    return ProcessState(fields[0].decode(), int(fields[1]), int(fields[16]))
+
+
+def is_gone(pid: int, within: float) -> bool:
+    """Whether ``pid`` is gone (or dead, a zombie) within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        found = process_state(pid)
+        if found is None or found.state in ("Z", "X"):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)

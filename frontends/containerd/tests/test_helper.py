@@ -12,36 +12,27 @@ import grpc
 import pytest
 from conftest import Client, drop_empty_layer, start_process, stop_process
 from rootfs_core import ErrorId, RootFS, RootFSError
-from rootfs_core.testing.checks import command_lines
+from rootfs_core.testing.checks import ProcessState, command_lines, is_gone, process_state
 
 from rootfs_containerd.api import snapshots_pb2_grpc
 from rootfs_containerd.helper import Helper, HelperError
 from rootfs_containerd.service import Snapshotter
 
 
-def _stat(pid: int) -> list[str]:
-    """/proc/PID/stat after the command's name: state, ppid, ..., nice at 16."""
-    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-        return fh.read().rsplit(")", 1)[1].split()
-
-
-def _helpers(base: str) -> dict[int, list[str]]:
-    """The live helper processes working on ``base``: pid -> its stat fields."""
+def _helpers(base: str) -> dict[int, ProcessState]:
+    """The live helper processes working on ``base``, by pid."""
     found = {}
     for pid, argv in command_lines().items():
         # The interpreter itself, not setpriv or nice about to exec it.
         if argv[1:3] != [b"-m", b"rootfs_containerd.helper"] or os.fsencode(base) not in argv:
             continue
-        try:
-            fields = _stat(pid)
-        except OSError:  # gone meanwhile
-            continue
-        if fields[0] != "Z":
-            found[pid] = fields
+        state = process_state(pid)
+        if state is not None and state.state != "Z":
+            found[pid] = state
     return found
 
 
-def _started(base: str, count: int, seconds: float = 10) -> dict[int, list[str]]:
+def _started(base: str, count: int, seconds: float = 10) -> dict[int, ProcessState]:
     """The helpers of ``base`` once there are ``count`` running Python (each
     is exec'ed by setpriv, then by nice, before)."""
     deadline = time.monotonic() + seconds
@@ -51,25 +42,8 @@ def _started(base: str, count: int, seconds: float = 10) -> dict[int, list[str]]
     return found
 
 
-def _alive(pids: set[int]) -> set[int]:
-    """Those of ``pids`` still running (a zombie is not)."""
-    alive = set()
-    for pid in pids:
-        try:
-            if _stat(pid)[0] != "Z":
-                alive.add(pid)
-        except OSError:
-            pass
-    return alive
-
-
 def _gone(pids: set[int], seconds: float = 10) -> bool:
-    deadline = time.monotonic() + seconds
-    while _alive(pids):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
+    return all(is_gone(pid, seconds) for pid in pids)
 
 
 def test_helpers_are_niced_and_die_with_a_killed_snapshotter(
@@ -82,8 +56,8 @@ def test_helpers_are_niced_and_die_with_a_killed_snapshotter(
     proc = start_process(base_dir, address, backend, "--helper-nice", "7")
     try:
         helpers = _started(base_dir, 2)
-        assert {int(fields[1]) for fields in helpers.values()} == {proc.pid}
-        assert {int(fields[16]) for fields in helpers.values()} == {7}
+        assert {state.parent for state in helpers.values()} == {proc.pid}
+        assert {state.nice for state in helpers.values()} == {7}
         with grpc.insecure_channel("unix:" + address) as channel:
             client = Client(snapshots_pb2_grpc.SnapshotsStub(channel), None, address)  # type: ignore[arg-type]
             root = client.prepare("a")
